@@ -1,0 +1,1 @@
+"""The `cleanup_voices` side: deletes clones once their call is over (SPEC 6)."""

@@ -1,0 +1,97 @@
+"""Lifecycle events in, clone deletions out. Idempotent and safe under at-least-once delivery.
+
+Raising means "redeliver later" (the push endpoint answers 500 and Pub/Sub retries with its
+backoff); returning means "acknowledged". Malformed messages and permanent refusals are
+acknowledged so they are never retried forever.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import Any
+
+from precall import events
+from precall.clones import CloneInventory
+from precall.deadline import Deadline
+from precall.logs import get_logger, log_event
+
+_log = get_logger("cleanup")
+HANDLER_DEADLINE_SECONDS = 50.0  # under a 60 s ack deadline
+
+
+class RetryLater(Exception):
+    """The clone must live on for now (its call is still live); Pub/Sub should redeliver."""
+
+
+class CleanupHandler:
+    def __init__(self, inventory: CloneInventory, auto_delete: bool) -> None:
+        self._inventory = inventory
+        self._auto_delete = auto_delete
+
+    def handle_cloud_event(self, cloud_event: Any) -> None:
+        """Entry for the CloudEvent target: a Pub/Sub push (or Eventarc) message."""
+        try:
+            message = (cloud_event.data or {})["message"]
+            data = base64.b64decode(message.get("data") or "", validate=True)
+        except (KeyError, TypeError, AttributeError, binascii.Error, ValueError):
+            log_event(_log, logging.ERROR, "Acknowledging a message that is not a Pub/Sub message",
+                      "voice_event_malformed", reason="not a Pub/Sub message")
+            return
+        self.handle_data(data)
+
+    def handle_data(self, data: bytes) -> None:
+        try:
+            event = events.decode(data)
+        except events.MalformedEvent as exc:
+            log_event(_log, logging.ERROR, "Acknowledging a malformed lifecycle message", "voice_event_malformed",
+                      reason=str(exc))
+            return
+        self.handle(event)
+
+    def handle(self, event: dict[str, Any]) -> None:
+        if not self._auto_delete:
+            log_event(_log, logging.INFO, "VOICE_CLONE_AUTO_DELETE is off; nothing deleted", "voice_cleanup_skipped",
+                      lifecycle_event=event["event_type"], conversation_id=event.get("conversation_id"))
+            return
+        deadline = Deadline(HANDLER_DEADLINE_SECONDS)
+        kind = event["event_type"]
+        if kind == events.CALL_ENDED:
+            self._call_ended(event["conversation_id"], deadline)
+        elif kind == events.VOICE_CREATED:
+            self._voice_created(event["voice_id"], event["conversation_id"], deadline)
+        else:
+            self.sweep(deadline, apply=True)
+
+    def _call_ended(self, conversation_id: str, deadline: Deadline) -> None:
+        clones = self._inventory.for_conversation(conversation_id, deadline)
+        for clone in clones:
+            self._inventory.delete(clone, deadline, reason="call_ended")
+        log_event(_log, logging.INFO, "Call ended; its clones were deleted", "call_ended_processed",
+                  conversation_id=conversation_id, clones=len(clones))
+
+    def _voice_created(self, voice_id: str, conversation_id: str, deadline: Deadline) -> None:
+        clone = self._inventory.get(voice_id, deadline)
+        if clone is None:
+            log_event(_log, logging.INFO, "Clone already gone or not ours", "voice_cleanup_done",
+                      voice_id=voice_id, conversation_id=conversation_id)
+            return
+        if self._inventory.is_expired(clone):
+            self._inventory.delete(clone, deadline, reason="ttl")
+        elif self._inventory.call_is_over(clone.conversation_id or conversation_id, deadline):
+            self._inventory.delete(clone, deadline, reason="call_over")
+        else:
+            log_event(_log, logging.INFO, "Call still live; clone kept, message will be redelivered",
+                      "voice_kept_call_live", voice_id=voice_id, conversation_id=conversation_id)
+            raise RetryLater(f"conversation {conversation_id} is still live")
+
+    def sweep(self, deadline: Deadline, apply: bool) -> list[dict[str, Any]]:
+        """Every clone of ours older than the TTL; deleted when `apply`. Returns what it found."""
+        expired = [c for c in self._inventory.all(deadline) if self._inventory.is_expired(c)]
+        for clone in expired:
+            if apply:
+                self._inventory.delete(clone, deadline, reason="sweep")
+        log_event(_log, logging.INFO, "Sweep finished", "sweep_complete", expired=len(expired), applied=apply)
+        return [{"voice_id": c.voice_id, "voice_name": c.name, "conversation_id": c.conversation_id,
+                 "created_at": c.created_at.isoformat() if c.created_at else None} for c in expired]

@@ -1,0 +1,60 @@
+"""Functions-framework entry points (SPEC 1): `precall_webhook` (HTTP), `cleanup_voices` (CloudEvent).
+
+Configuration is validated at import when the serving target is known (FUNCTION_TARGET or
+`--target`), so a bad setting stops start-up with one line naming the variable instead of
+failing the first call. Imported elsewhere (tests, tools), it is built on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any
+
+import flask
+import functions_framework
+
+from precall.config import ConfigError
+from precall.runtime import Runtime, runtime_from_env
+
+_runtime: Runtime | None = None
+_lock = threading.Lock()
+
+
+def _serving_target() -> str | None:
+    if os.environ.get("FUNCTION_TARGET"):
+        return os.environ["FUNCTION_TARGET"]
+    argv = sys.argv
+    for index, arg in enumerate(argv):
+        if arg == "--target" and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith("--target="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def runtime() -> Runtime:
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = runtime_from_env(os.environ, _serving_target())
+        return _runtime
+
+
+@functions_framework.http
+def precall_webhook(request: flask.Request) -> flask.Response:
+    return runtime().webhook(request)
+
+
+@functions_framework.cloud_event
+def cleanup_voices(cloud_event: Any) -> None:
+    runtime().cleanup.handle_cloud_event(cloud_event)
+
+
+if _serving_target() in ("precall_webhook", "cleanup_voices"):
+    try:
+        runtime()
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,192 @@
+"""Settings from environment variables (SPEC section 2), validated once at start-up.
+
+`load_settings` raises `ConfigError` naming the first bad variable; `main.py` turns that into
+one line on stderr and a non-zero exit, so a misconfigured instance never serves traffic.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .secrets import SecretReferenceError, SecretResolver
+
+DEFAULT_BASE_URL = "https://api.elevenlabs.io"
+DEFAULT_FIRST_MESSAGE_TEMPLATE = "Hallo {name}, fijn dat je belt!"
+DEFAULT_FIRST_MESSAGE = "Hallo, fijn dat je belt!"
+AGENT_UPDATE_MODES = ("patch", "override", "both")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A missing or invalid setting; the message starts with the variable's name."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class Settings:
+    elevenlabs_api_key: str
+    webhook_secrets: tuple[str, ...]
+    elevenlabs_base_url: str = DEFAULT_BASE_URL
+    default_agent_id: str | None = None
+    first_message_template: str = DEFAULT_FIRST_MESSAGE_TEMPLATE
+    first_message_default: str = DEFAULT_FIRST_MESSAGE
+    agent_update_mode: str = "patch"
+    webhook_tolerance_seconds: int = 1800
+    max_sample_bytes: int = 10 * 1024 * 1024
+    min_sample_seconds: float = 3.0
+    clone_sample_max_seconds: float = 0.0
+    remove_background_noise: bool = False
+    request_deadline_seconds: float = 60.0
+    voice_events_topic: str | None = None
+    voice_clone_auto_delete: bool = True
+    voice_clone_ttl_seconds: int = 7200
+    debug_sample_dir: str | None = None
+    log_level: str = "INFO"
+    google_cloud_project: str | None = None
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest accepted pre-call body: base64 of the largest sample plus 64 KiB of JSON."""
+        return self.max_sample_bytes * 4 // 3 + 64 * 1024
+
+    @property
+    def patches_agent(self) -> bool:
+        return self.agent_update_mode in ("patch", "both")
+
+    @property
+    def returns_overrides(self) -> bool:
+        return self.agent_update_mode in ("override", "both")
+
+
+def load_settings(
+    env: Mapping[str, str],
+    resolver: SecretResolver | None = None,
+    require_webhook_secret: bool = True,
+) -> Settings:
+    """Build validated settings; secret values may be `sm://` references."""
+    project = _optional(env, "GOOGLE_CLOUD_PROJECT")
+    resolver = resolver or SecretResolver(project)
+    api_key = _secret(env, "ELEVENLABS_API_KEY", resolver, required=True)
+    secret_text = _secret(env, "ELEVENLABS_WEBHOOK_SECRET", resolver, required=require_webhook_secret)
+    secrets = tuple(s.strip() for s in secret_text.split(",") if s.strip())
+    if require_webhook_secret and not secrets:
+        raise ConfigError("ELEVENLABS_WEBHOOK_SECRET", "is required")
+
+    template = env.get("FIRST_MESSAGE_TEMPLATE", DEFAULT_FIRST_MESSAGE_TEMPLATE)
+    try:
+        template.format(name="x")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError("FIRST_MESSAGE_TEMPLATE", f"only {{name}} may be used ({exc})") from None
+
+    mode = env.get("AGENT_UPDATE_MODE", "patch").strip().lower()
+    if mode not in AGENT_UPDATE_MODES:
+        raise ConfigError("AGENT_UPDATE_MODE", f"must be one of {', '.join(AGENT_UPDATE_MODES)}")
+    log_level = env.get("LOG_LEVEL", "INFO").strip().upper()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError("LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
+    base_url = env.get("ELEVENLABS_BASE_URL", DEFAULT_BASE_URL).strip().rstrip("/")
+    if not re.match(r"^https?://[^/\s]+", base_url):
+        raise ConfigError("ELEVENLABS_BASE_URL", "must be an http(s) URL")
+    resolver.close()
+    agent_id = _optional(env, "ELEVENLABS_AGENT_ID")
+    if agent_id is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", agent_id):
+        raise ConfigError("ELEVENLABS_AGENT_ID", "must be letters, digits, '-' or '_'")
+
+    return Settings(
+        elevenlabs_api_key=api_key,
+        webhook_secrets=secrets,
+        elevenlabs_base_url=base_url,
+        default_agent_id=agent_id,
+        first_message_template=template,
+        first_message_default=env.get("FIRST_MESSAGE_DEFAULT", DEFAULT_FIRST_MESSAGE),
+        agent_update_mode=mode,
+        webhook_tolerance_seconds=_int(env, "WEBHOOK_TOLERANCE_SECONDS", 1800, minimum=1),
+        max_sample_bytes=_int(env, "MAX_SAMPLE_BYTES", 10 * 1024 * 1024, minimum=1),
+        min_sample_seconds=_float(env, "MIN_SAMPLE_SECONDS", 3.0, minimum=0.0),
+        clone_sample_max_seconds=_float(env, "CLONE_SAMPLE_MAX_SECONDS", 0.0, minimum=0.0),
+        remove_background_noise=_bool(env, "REMOVE_BACKGROUND_NOISE", False),
+        request_deadline_seconds=_float(env, "REQUEST_DEADLINE_SECONDS", 60.0, minimum=1.0),
+        voice_events_topic=_topic(env, project),
+        voice_clone_auto_delete=_bool(env, "VOICE_CLONE_AUTO_DELETE", True),
+        voice_clone_ttl_seconds=_int(env, "VOICE_CLONE_TTL_SECONDS", 7200, minimum=60),
+        debug_sample_dir=_optional(env, "DEBUG_SAMPLE_DIR"),
+        log_level=log_level,
+        google_cloud_project=project,
+    )
+
+
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _secret(env: Mapping[str, str], name: str, resolver: SecretResolver, required: bool) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        if required:
+            raise ConfigError(name, "is required")
+        return ""
+    try:
+        value = resolver.resolve(raw)
+    except SecretReferenceError as exc:
+        raise ConfigError(name, str(exc)) from None
+    except Exception as exc:  # Secret Manager unreachable, denied, missing version...
+        raise ConfigError(name, f"could not read the secret from Secret Manager ({type(exc).__name__})") from None
+    if not value:
+        raise ConfigError(name, "resolved to an empty value")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, f"must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(name, f"must be at least {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, f"must be a number, got {raw!r}") from None
+    if not value >= minimum:
+        raise ConfigError(name, f"must be at least {minimum:g}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, f"must be true or false, got {raw!r}")
+
+
+def _topic(env: Mapping[str, str], project: str | None) -> str | None:
+    raw = _optional(env, "VOICE_EVENTS_TOPIC")
+    if raw is None:
+        return None
+    if re.fullmatch(r"projects/[^/]+/topics/[^/]+", raw):
+        return raw
+    if "/" in raw:
+        raise ConfigError("VOICE_EVENTS_TOPIC", "must be projects/P/topics/T or a bare topic name")
+    if not project:
+        raise ConfigError("VOICE_EVENTS_TOPIC", "a bare topic name needs GOOGLE_CLOUD_PROJECT")
+    return f"projects/{project}/topics/{raw}"

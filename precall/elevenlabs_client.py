@@ -1,0 +1,262 @@
+"""The ElevenLabs REST calls this service makes, over one pooled `requests.Session`.
+
+Retry policy: 429, 5xx and connection errors/timeouts are retried with exponential backoff
+and full jitter, honouring `Retry-After`, for as long as the caller's `Deadline` allows; any
+other 4xx is final at once. A POST that may have reached ElevenLabs before failing is only
+retried after `already_done` (an idempotency probe) finds no trace of it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .deadline import Deadline, DeadlineExceeded
+
+USER_AGENT = "precall-voice-clone/1.0"
+
+
+class ElevenLabsError(Exception):
+    """ElevenLabs answered with an error (or could not be reached after all retries)."""
+
+    def __init__(self, status: int | None, code: str | None, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    @property
+    def retryable(self) -> bool:
+        return self.status is None or self.status == 429 or self.status >= 500
+
+
+def error_from_response(response: requests.Response) -> ElevenLabsError:
+    """Turn ElevenLabs' error body into one readable line.
+
+    ElevenLabs sends `{"detail": {"status": "...", "message": "..."}}` for API errors and
+    `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}` for validation errors.
+    """
+    code: str | None = None
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if isinstance(detail, dict):
+        code = detail.get("status") if isinstance(detail.get("status"), str) else None
+        message = str(detail.get("message") or code or "")
+    elif isinstance(detail, list):
+        parts = []
+        for item in detail[:5]:
+            if isinstance(item, dict):
+                where = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+                parts.append(f"{where}: {item.get('msg', 'invalid')}" if where else str(item.get("msg", "invalid")))
+        message = "; ".join(parts)
+        code = "validation_error"
+    elif isinstance(detail, str):
+        message = detail
+    else:
+        message = response.text[:200].strip()
+    return ElevenLabsError(response.status_code, code, message or f"HTTP {response.status_code}")
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class ElevenLabsClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        max_attempts: int = 5,
+        backoff_base: float = 0.25,
+        backoff_cap: float = 4.0,
+        pool_size: int = 64,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._max_attempts = max_attempts
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._sleep = sleep
+        self._jitter = jitter
+        self._session = requests.Session()
+        # Retries are ours (deadline-aware); urllib3's own are off.
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers.update({"xi-api-key": api_key, "User-Agent": USER_AGENT, "Accept": "application/json"})
+
+    # -- the endpoints -------------------------------------------------------------------
+
+    def add_voice(
+        self,
+        *,
+        name: str,
+        sample: bytes,
+        filename: str,
+        mime_type: str,
+        description: str,
+        labels: dict[str, str],
+        remove_background_noise: bool,
+        deadline: Deadline,
+        already_done: Callable[[], str | None] | None = None,
+    ) -> str:
+        """`POST /v1/voices/add` (Instant Voice Clone); returns the new voice id."""
+        form = {
+            "name": name,
+            "description": description,
+            "labels": json.dumps(labels),
+            "remove_background_noise": "true" if remove_background_noise else "false",
+        }
+        try:
+            response = self._request(
+                "POST", "/v1/voices/add", deadline,
+                data=form, files={"files": (filename, sample, mime_type)},
+                already_done=already_done,
+            )
+        except _FoundExisting as existing:
+            return existing.voice_id
+        voice_id = _json(response).get("voice_id")
+        if not isinstance(voice_id, str) or not voice_id:
+            raise ElevenLabsError(response.status_code, "invalid_response", "ElevenLabs returned no voice_id")
+        return voice_id
+
+    def update_agent(self, agent_id: str, *, first_message: str, voice_id: str, deadline: Deadline) -> None:
+        """`PATCH /v1/convai/agents/{id}`: greeting and TTS voice (`conversation_config.tts.voice_id`)."""
+        body = {"conversation_config": {"agent": {"first_message": first_message}, "tts": {"voice_id": voice_id}}}
+        self._request("PATCH", f"/v1/convai/agents/{agent_id}", deadline, json=body)
+
+    def get_voice(self, voice_id: str, deadline: Deadline) -> dict[str, Any] | None:
+        """`GET /v1/voices/{id}`; None when the voice does not exist."""
+        try:
+            return _json(self._request("GET", f"/v1/voices/{voice_id}", deadline))
+        except ElevenLabsError as exc:
+            if exc.status in (400, 404) and exc.code in (None, "voice_not_found", "voice_does_not_exist"):
+                return None
+            raise
+
+    def iter_voices(self, deadline: Deadline, *, search: str | None = None, category: str | None = "cloned") -> Iterator[dict[str, Any]]:
+        """Every voice from `GET /v2/voices` (paged by `next_page_token`)."""
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"page_size": 100, "include_total_count": "false"}
+            if search:
+                params["search"] = search
+            if category:
+                params["category"] = category
+            if token:
+                params["next_page_token"] = token
+            page = _json(self._request("GET", "/v2/voices", deadline, params=params))
+            yield from (v for v in page.get("voices") or [] if isinstance(v, dict))
+            token = page.get("next_page_token")
+            if not page.get("has_more") or not token:
+                return
+
+    def delete_voice(self, voice_id: str, deadline: Deadline) -> bool:
+        """`DELETE /v1/voices/{id}`; False when it was already gone (404)."""
+        try:
+            self._request("DELETE", f"/v1/voices/{voice_id}", deadline)
+        except ElevenLabsError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def get_conversation_status(self, conversation_id: str, deadline: Deadline) -> str | None:
+        """`GET /v1/convai/conversations/{id}` status; None when ElevenLabs does not know it (yet)."""
+        try:
+            status = _json(self._request("GET", f"/v1/convai/conversations/{conversation_id}", deadline)).get("status")
+        except ElevenLabsError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return status if isinstance(status, str) else None
+
+    # -- the retry loop ------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        deadline: Deadline,
+        already_done: Callable[[], str | None] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        url = self.base_url + path
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = deadline.check()
+            timeout = (min(self._connect_timeout, remaining), min(self._read_timeout, remaining))
+            retry_after: float | None = None
+            try:
+                response = self._session.request(method, url, timeout=timeout, **kwargs)
+            except requests.Timeout:
+                if deadline.remaining() <= 0:
+                    raise DeadlineExceeded(f"{method} {path} timed out at the deadline") from None
+                failure = ElevenLabsError(None, "timeout", f"{method} {path} timed out")
+            except requests.ConnectionError:
+                failure = ElevenLabsError(None, "connection_error", f"could not reach ElevenLabs for {method} {path}")
+            else:
+                if response.status_code < 400:
+                    return response
+                failure = error_from_response(response)
+                if not failure.retryable:
+                    raise failure
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if attempt >= self._max_attempts:
+                raise failure
+            delay = self._backoff(attempt, retry_after)
+            if delay >= deadline.remaining():
+                raise DeadlineExceeded(f"{method} {path}: no time left to retry after {failure.message}")
+            self._sleep(delay)
+            if already_done is not None:
+                found = already_done()
+                if found:
+                    raise _FoundExisting(found)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Full-jitter exponential backoff, never shorter than the server's Retry-After."""
+        ceiling = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
+        delay = ceiling * self._jitter()
+        return max(delay, retry_after) if retry_after is not None else delay
+
+
+class _FoundExisting(Exception):
+    """The idempotency probe found the result of an earlier attempt."""
+
+    def __init__(self, voice_id: str) -> None:
+        super().__init__(voice_id)
+        self.voice_id = voice_id
+
+
+def _json(response: requests.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        raise ElevenLabsError(response.status_code, "invalid_response", "ElevenLabs returned a non-JSON body") from None
+    return body if isinstance(body, dict) else {}

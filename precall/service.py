@@ -1,0 +1,184 @@
+"""The pre-call flow: validated request in, clone and agent update out (SPEC 4.2-4.4)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import audio, events
+from .clones import CloneInventory
+from .config import Settings
+from .deadline import Deadline, DeadlineExceeded
+from .elevenlabs_client import ElevenLabsClient, ElevenLabsError
+from .errors import UpstreamTimeout, VoiceCloningFailed
+from .logs import get_logger, log_event
+from .naming import clone_description, clone_labels, greeting, mask_name, voice_name
+from .payload import CallerInfo, PrecallRequest
+from .publisher import EventSink
+from .single_flight import SingleFlight
+
+_log = get_logger("service")
+
+
+class VoiceLimitReached(VoiceCloningFailed):
+    """The account has no free voice slot (ElevenLabs `voice_limit_reached`)."""
+
+
+@dataclass(frozen=True)
+class CloneOutcome:
+    """What a pre-call produced; shared by duplicate webhooks of the same conversation."""
+
+    conversation_id: str
+    agent_id: str
+    voice_id: str
+    voice_name: str
+    agent_updated: bool
+    first_message: str
+    caller: CallerInfo
+    reused: bool
+
+
+class PrecallService:
+    def __init__(
+        self,
+        settings: Settings,
+        client: ElevenLabsClient,
+        sink: EventSink,
+        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ) -> None:
+        self._settings = settings
+        self._client = client
+        self._sink = sink
+        self._now = now
+        self._inventory = CloneInventory(client, settings.voice_clone_ttl_seconds, now)
+        self._flights: SingleFlight[CloneOutcome] = SingleFlight()
+
+    def validate_sample(self, request: PrecallRequest) -> tuple[bytes, audio.AudioFormat]:
+        """Format from the bytes and measured duration; trimmed if configured."""
+        data = request.sample.data
+        fmt = audio.sniff_format(data)
+        probe = audio.probe(data, fmt, self._settings.min_sample_seconds)
+        limit = self._settings.clone_sample_max_seconds
+        if limit > 0 and probe.declared_seconds > limit:
+            data = audio.trim(data, fmt, limit)
+        if self._settings.debug_sample_dir:
+            _write_debug_sample(self._settings.debug_sample_dir, request.conversation_id, fmt, data)
+        return data, fmt
+
+    def handle(self, request: PrecallRequest, started: float) -> CloneOutcome:
+        """Validate, then clone once per conversation (concurrent duplicates share the work)."""
+        sample, fmt = self.validate_sample(request)
+        deadline = Deadline(self._settings.request_deadline_seconds - (time.monotonic() - started))
+        outcome, _ = self._flights.run(request.conversation_id, lambda: self._clone_and_update(request, sample, fmt, deadline))
+        return outcome
+
+    def _clone_and_update(self, request: PrecallRequest, sample: bytes, fmt: audio.AudioFormat, deadline: Deadline) -> CloneOutcome:
+        voice_id, name, reused = self._clone(request, sample, fmt, deadline)
+        first_message = greeting(self._settings.first_message_template, self._settings.first_message_default, request.caller.name)
+        agent_updated = self._settings.patches_agent and self._update_agent(request, voice_id, first_message, deadline)
+        return CloneOutcome(request.conversation_id, request.agent_id, voice_id, name, agent_updated,
+                            first_message, request.caller, reused)
+
+    def _clone(self, request: PrecallRequest, sample: bytes, fmt: audio.AudioFormat, deadline: Deadline) -> tuple[str, str, bool]:
+        conversation_id = request.conversation_id
+        try:
+            existing = self._inventory.for_conversation(conversation_id, deadline)
+        except ElevenLabsError:
+            existing = []  # lookup is an optimisation; the clone itself decides success
+        except DeadlineExceeded:
+            raise UpstreamTimeout("The pre-call deadline ran out while talking to ElevenLabs") from None
+        if existing:
+            clone = existing[0]
+            log_event(_log, logging.INFO, "Reusing the clone of a redelivered webhook", "voice_clone_reused",
+                      conversation_id=conversation_id, voice_id=clone.voice_id)
+            return clone.voice_id, clone.name, True
+
+        created_at = self._now()
+        name = voice_name(request.caller.name, created_at, conversation_id)
+        log_event(_log, logging.INFO, "Voice cloning initiated", "voice_clone_start",
+                  conversation_id=conversation_id, agent_id=request.agent_id, caller_name=mask_name(request.caller.name),
+                  sample_bytes=len(sample), sample_format=fmt.name)
+        clone_started = time.monotonic()
+        try:
+            voice_id = self._add_voice(request, sample, fmt, name, created_at, deadline)
+        except VoiceLimitReached:
+            self._free_slot(conversation_id, deadline)
+            voice_id = self._add_voice(request, sample, fmt, name, created_at, deadline)  # once, no more
+        log_event(_log, logging.INFO, "Voice cloned successfully", "voice_clone_success",
+                  conversation_id=conversation_id, voice_id=voice_id,
+                  clone_ms=round((time.monotonic() - clone_started) * 1000))
+        self._sink.publish(events.voice_created(voice_id, name, conversation_id, request.agent_id, created_at))
+        return voice_id, name, False
+
+    def _add_voice(self, request: PrecallRequest, sample: bytes, fmt: audio.AudioFormat, name: str,
+                   created_at: datetime, deadline: Deadline) -> str:
+        conversation_id = request.conversation_id
+
+        def already_cloned() -> str | None:
+            try:
+                found = self._inventory.for_conversation(conversation_id, deadline)
+            except (ElevenLabsError, DeadlineExceeded):
+                return None
+            return found[0].voice_id if found else None
+
+        try:
+            return self._client.add_voice(
+                name=name, sample=sample, filename=f"{_file_stem(request)}.{fmt.extension}", mime_type=fmt.mime_type,
+                description=clone_description(conversation_id),
+                labels=clone_labels(conversation_id, request.agent_id, created_at),
+                remove_background_noise=self._settings.remove_background_noise,
+                deadline=deadline, already_done=already_cloned,
+            )
+        except DeadlineExceeded:
+            log_event(_log, logging.ERROR, "Voice cloning ran out of time", "voice_clone_failed",
+                      conversation_id=conversation_id, reason="deadline")
+            raise UpstreamTimeout("The pre-call deadline ran out while cloning the voice") from None
+        except ElevenLabsError as exc:
+            log_event(_log, logging.ERROR, "Voice cloning failed", "voice_clone_failed",
+                      conversation_id=conversation_id, status=exc.status, elevenlabs_code=exc.code, reason=exc.message)
+            if exc.code == "voice_limit_reached":
+                raise VoiceLimitReached(f"ElevenLabs could not clone the voice: {exc.message}") from None
+            raise VoiceCloningFailed(f"ElevenLabs could not clone the voice: {exc.message}") from None
+
+    def _free_slot(self, conversation_id: str, deadline: Deadline) -> None:
+        """Make room after `voice_limit_reached`, if auto-delete allows touching old clones."""
+        if not self._settings.voice_clone_auto_delete:
+            raise VoiceCloningFailed("ElevenLabs voice limit reached and VOICE_CLONE_AUTO_DELETE is off")
+        try:
+            freed = self._inventory.free_slot(deadline, keep_conversation=conversation_id)
+        except (ElevenLabsError, DeadlineExceeded):
+            freed = False
+        if not freed:
+            raise VoiceCloningFailed("ElevenLabs voice limit reached and no finished call's clone could be freed")
+
+    def _update_agent(self, request: PrecallRequest, voice_id: str, first_message: str, deadline: Deadline) -> bool:
+        try:
+            self._client.update_agent(request.agent_id, first_message=first_message, voice_id=voice_id, deadline=deadline)
+        except (ElevenLabsError, DeadlineExceeded) as exc:
+            log_event(_log, logging.ERROR, "Agent update failed; the call proceeds with the agent's voice",
+                      "agent_update_failed", conversation_id=request.conversation_id, agent_id=request.agent_id,
+                      voice_id=voice_id, reason=getattr(exc, "message", str(exc)))
+            return False
+        log_event(_log, logging.INFO, "Agent updated successfully", "agent_update_success",
+                  conversation_id=request.conversation_id, agent_id=request.agent_id, voice_id=voice_id)
+        return True
+
+
+def _file_stem(request: PrecallRequest) -> str:
+    """Upload filename stem: the sender's, if sane; the extension always follows the real format."""
+    stem = Path(request.sample.filename or "").stem
+    return stem if stem and stem.isascii() and stem.replace("-", "").replace("_", "").isalnum() else "voice_sample"
+
+
+def _write_debug_sample(directory: str, conversation_id: str, fmt: audio.AudioFormat, data: bytes) -> None:
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    target = path / f"{conversation_id}.{fmt.extension}"
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
