@@ -110,14 +110,21 @@ class WebhookApp:
 
 
 def _read_body(request: flask.Request, limit: int) -> bytes:
-    """The raw body, refused with 413 as soon as it is known to exceed `limit`."""
+    """The raw body, refused with 413 as soon as it is known to exceed `limit`.
+
+    A declared Content-Length is checked before reading; a chunked body is read at most one
+    byte past the limit (werkzeug stops there silently, so the extra byte is the tell).
+    """
     if request.content_length is not None and request.content_length > limit:
         raise SampleTooLarge(f"Request body is larger than {limit} bytes")
-    request.max_content_length = limit  # also stops a chunked body without Content-Length
+    request.max_content_length = limit + 1
     try:
-        return request.get_data(cache=True)
+        body = request.get_data(cache=True)
     except RequestEntityTooLarge:
         raise SampleTooLarge(f"Request body is larger than {limit} bytes") from None
+    if len(body) > limit:
+        raise SampleTooLarge(f"Request body is larger than {limit} bytes")
+    return body
 
 
 def _json_response(body: dict[str, Any], status: int) -> flask.Response:

@@ -120,7 +120,6 @@ def _load_json_without_sample(body: bytes) -> tuple[dict[str, Any], memoryview |
             break
         sample = document.get("voice_sample") if isinstance(document, dict) else None
         if isinstance(sample, dict) and sample.get("data") == _SENTINEL:
-            sample.pop("data")
             return document, memoryview(body)[start:end]
         break
     try:
@@ -181,7 +180,7 @@ def _decode_base64(encoded: memoryview, max_sample_bytes: int) -> bytes:
         try:
             data = pybase64.b64decode(encoded, validate=True)
         except binascii.Error:
-            data = pybase64.b64decode(_WHITESPACE.sub(b"", encoded), validate=True)
+            data = pybase64.b64decode(_WHITESPACE.sub(b"", bytes(encoded)), validate=True)
     except (binascii.Error, ValueError):
         raise InvalidPayload("voice_sample.data is not valid base64") from None
     if not data:

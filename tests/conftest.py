@@ -1,0 +1,120 @@
+"""Shared fixtures: the local ElevenLabs server, real audio files, signed requests, the app."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from precall.signature import sign  # noqa: E402
+from tests.audio_fixtures import build_fixtures, tools_missing  # noqa: E402
+from tests.elevenlabs_server import FakeElevenLabs  # noqa: E402
+
+API_KEY = "test-api-key"
+SECRET = "whsec_test_secret"
+AGENT_ID = "agent_def456uvw"
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[FakeElevenLabs]:
+    server = FakeElevenLabs(api_key=API_KEY).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake(fake_server: FakeElevenLabs) -> FakeElevenLabs:
+    fake_server.reset()
+    fake_server.add_agent(AGENT_ID)
+    fake_server.voice_limit = 30
+    return fake_server
+
+
+@pytest.fixture(scope="session")
+def audio_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    missing = tools_missing()
+    if missing:
+        pytest.skip(f"audio encoders not installed: {', '.join(missing)} (apt-get install ffmpeg espeak-ng)")
+    return build_fixtures(tmp_path_factory.mktemp("audio"))
+
+
+@pytest.fixture
+def service_env(fake: FakeElevenLabs, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment for the service pointed at the local ElevenLabs server; tests may add to it."""
+    env = {
+        "ELEVENLABS_API_KEY": API_KEY,
+        "ELEVENLABS_WEBHOOK_SECRET": SECRET,
+        "ELEVENLABS_BASE_URL": fake.url,
+        "REQUEST_DEADLINE_SECONDS": "20",
+    }
+    for name in list(os.environ):
+        if name.startswith(("ELEVENLABS_", "VOICE_", "FIRST_MESSAGE_", "AGENT_UPDATE", "MAX_SAMPLE", "MIN_SAMPLE",
+                            "CLONE_SAMPLE", "WEBHOOK_TOLERANCE", "REQUEST_DEADLINE", "DEBUG_SAMPLE", "FUNCTION_TARGET")):
+            monkeypatch.delenv(name, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def make_client(service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    """A Flask test client of the real functions-framework app for `precall_webhook`."""
+    import functions_framework
+
+    def make(**env: str) -> Any:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        app = functions_framework.create_app(target="precall_webhook", source=str(ROOT / "main.py"))
+        return app.test_client()
+
+    return make
+
+
+@pytest.fixture
+def client(make_client: Callable[..., Any]) -> Any:
+    return make_client()
+
+
+def signature_header(body: bytes, secret: str = SECRET, timestamp: int | None = None) -> str:
+    return sign(body, secret, int(time.time()) if timestamp is None else timestamp)
+
+
+def json_body(sample: bytes | None, conversation_id: str = "conv_abc123xyz", agent_id: str | None = AGENT_ID,
+              name: str | None = "Ivan", dob: str | None = "11.12.2007", filename: str = "sample.mp3",
+              content_type: str = "audio/mpeg") -> bytes:
+    document: dict[str, Any] = {"conversation_id": conversation_id}
+    if agent_id is not None:
+        document["agent_id"] = agent_id
+    if sample is not None:
+        document["voice_sample"] = {"data": base64.b64encode(sample).decode(), "filename": filename,
+                                    "content_type": content_type}
+    metadata = {k: v for k, v in (("name", name), ("date_of_birth", dob)) if v is not None}
+    if metadata:
+        document["caller_metadata"] = metadata
+    return json.dumps(document).encode()
+
+
+def multipart_body(sample: bytes, fields: dict[str, str], filename: str = "sample.bin",
+                   content_type: str = "application/octet-stream") -> tuple[bytes, str]:
+    prepared = requests.Request("POST", "http://localhost/webhook", data=fields,
+                                files={"voice_sample": (filename, sample, content_type)}).prepare()
+    return prepared.body, prepared.headers["Content-Type"]
+
+
+def post_signed(client: Any, path: str, body: bytes, content_type: str = "application/json",
+                secret: str = SECRET, header: str | None = None) -> Any:
+    return client.post(path, data=body, headers={
+        "Content-Type": content_type,
+        "ElevenLabs-Signature": header if header is not None else signature_header(body, secret),
+    })

@@ -1,0 +1,69 @@
+"""Start the real functions-framework server (and other processes) for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+class FunctionServer:
+    """`functions-framework --target TARGET` on a free loopback port, as a user would run it."""
+
+    def __init__(self, target: str, env: dict[str, str], signature_type: str = "http") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ELEVENLABS_", "VOICE_"))}
+        full_env.update(env)
+        full_env.setdefault("PYTHONUNBUFFERED", "1")
+        executable = Path(sys.executable).with_name("functions-framework")
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"ff-{target}-{self.port}.log"
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [str(executable), "--target", target, "--signature-type", signature_type,
+             "--host", "127.0.0.1", "--port", str(self.port), "--source", str(ROOT / "main.py")],
+            cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    def start(self, ready_path: str = "/healthz") -> FunctionServer:
+        wait_for_http(self.url + ready_path, self.process)
+        return self
+
+    def logs(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()

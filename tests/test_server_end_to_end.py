@@ -1,0 +1,83 @@
+"""The service as a user runs it: `functions-framework --target precall_webhook` over HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from tests.conftest import API_KEY, SECRET, json_body, signature_header
+from tests.servers import ROOT, FunctionServer
+
+
+@pytest.fixture
+def webhook_server(fake, service_env):
+    server = FunctionServer("precall_webhook", dict(service_env, THREADS="16")).start()
+    yield server
+    server.stop()
+
+
+def test_webhook_over_real_http_clones_and_logs_structured_lines_without_personal_data(webhook_server, fake, audio_files):
+    body = json_body(audio_files["mp3_cbr"].read_bytes(), name="Ivanka", dob="11.12.2007")
+    response = requests.post(webhook_server.url + "/webhook", data=body, timeout=30,
+                             headers={"Content-Type": "application/json", "ElevenLabs-Signature": signature_header(body),
+                                      "X-Cloud-Trace-Context": "105445aa7843bc8bf206b12000100000/1;o=1"})
+    assert response.status_code == 200, response.text
+    voice_id = response.json()["voice_id"]
+    assert voice_id in fake.voices
+    time.sleep(0.3)
+    lines = [json.loads(line) for line in webhook_server.logs().splitlines() if line.startswith("{")]
+    kinds = [line.get("event_type") for line in lines]
+    for kind in ("voice_clone_start", "voice_clone_success", "agent_update_success", "webhook_complete"):
+        assert kind in kinds
+    assert all(line["severity"] in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") for line in lines)
+    assert any(line.get("logging.googleapis.com/trace", "").endswith("105445aa7843bc8bf206b12000100000") for line in lines)
+    assert any(line.get("caller_name") == "I***" for line in lines)
+    text = webhook_server.logs()
+    for forbidden in ("Ivanka", "11.12.2007", API_KEY, SECRET, json.loads(body)["voice_sample"]["data"][:40]):
+        assert forbidden not in text
+
+
+def test_rejected_signature_is_logged_without_the_signature(webhook_server, fake):
+    body = b'{"conversation_id": "conv_1"}'
+    header = signature_header(body, secret="wrong")
+    response = requests.post(webhook_server.url + "/webhook", data=body, timeout=10,
+                             headers={"Content-Type": "application/json", "ElevenLabs-Signature": header})
+    assert response.status_code == 401
+    time.sleep(0.2)
+    assert '"event_type": "signature_rejected"' in webhook_server.logs()
+    assert header.split("v0=")[1] not in webhook_server.logs()
+
+
+def test_chunked_body_without_content_length_is_capped_at_the_body_limit(fake, service_env):
+    server = FunctionServer("precall_webhook", dict(service_env, MAX_SAMPLE_BYTES="1000")).start()
+    try:
+        chunks = (b"x" * 40000 for _ in range(4))
+        response = requests.post(server.url + "/webhook", data=chunks, timeout=10,
+                                 headers={"Content-Type": "application/json"})
+        assert response.status_code == 413
+        assert response.json()["error_code"] == "SAMPLE_TOO_LARGE"
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("target", ["precall_webhook", "cleanup_voices"])
+def test_missing_required_setting_stops_start_up_with_one_line_naming_it(target):
+    env = {"PATH": "/usr/bin:/bin", "FUNCTION_TARGET": target}
+    result = subprocess.run([sys.executable, "-c", "import main"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "configuration error: ELEVENLABS_API_KEY: is required"
+
+
+def test_cleanup_target_does_not_need_the_webhook_secret_but_precall_does():
+    base = {"PATH": "/usr/bin:/bin", "ELEVENLABS_API_KEY": "k"}
+    ok = subprocess.run([sys.executable, "-c", "import main"], cwd=ROOT, env=dict(base, FUNCTION_TARGET="cleanup_voices"),
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([sys.executable, "-c", "import main"], cwd=ROOT, env=dict(base, FUNCTION_TARGET="precall_webhook"),
+                         capture_output=True, text=True, timeout=60)
+    assert bad.stderr.strip() == "configuration error: ELEVENLABS_WEBHOOK_SECRET: is required"
