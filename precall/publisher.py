@@ -95,6 +95,7 @@ class LocalEventQueue:
         self._sequence = 0
         self._condition = threading.Condition()
         self._worker: threading.Thread | None = None
+        self._closed = False
 
     def publish(self, event: dict[str, Any]) -> bool:
         self._schedule(event, attempt=1, delay=0.0)
@@ -102,6 +103,8 @@ class LocalEventQueue:
 
     def _schedule(self, event: dict[str, Any], attempt: int, delay: float) -> None:
         with self._condition:
+            if self._closed:
+                return
             self._sequence += 1
             heapq.heappush(self._pending, (time.monotonic() + delay, self._sequence, attempt, event))
             # Started lazily: a thread started before gunicorn forks its worker would not survive.
@@ -113,9 +116,11 @@ class LocalEventQueue:
     def _run(self) -> None:
         while True:
             with self._condition:
-                while not self._pending or self._pending[0][0] > time.monotonic():
+                while not self._closed and (not self._pending or self._pending[0][0] > time.monotonic()):
                     timeout = self._pending[0][0] - time.monotonic() if self._pending else None
                     self._condition.wait(timeout)
+                if self._closed:
+                    return
                 _, _, attempt, event = heapq.heappop(self._pending)
             try:
                 self._handler(event)
@@ -130,6 +135,13 @@ class LocalEventQueue:
                           lifecycle_event=event.get("event_type"), conversation_id=event.get("conversation_id"),
                           attempt=attempt, delay_seconds=delay, error_type=type(exc).__name__)
                 self._schedule(event, attempt + 1, delay)
+
+    def close(self) -> None:
+        """Stop the worker; events still pending are dropped (the TTL sweep is the backstop)."""
+        with self._condition:
+            self._closed = True
+            self._pending.clear()
+            self._condition.notify_all()
 
     def pending(self) -> int:
         with self._condition:

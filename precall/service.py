@@ -106,8 +106,8 @@ class PrecallService:
         clone_started = time.monotonic()
         try:
             voice_id = self._add_voice(request, sample, fmt, name, created_at, deadline)
-        except VoiceLimitReached:
-            self._free_slot(conversation_id, deadline)
+        except VoiceLimitReached as limit:
+            self._free_slot(conversation_id, deadline, limit)
             voice_id = self._add_voice(request, sample, fmt, name, created_at, deadline)  # once, no more
         log_event(_log, logging.INFO, "Voice cloned successfully", "voice_clone_success",
                   conversation_id=conversation_id, voice_id=voice_id,
@@ -145,16 +145,16 @@ class PrecallService:
                 raise VoiceLimitReached(f"ElevenLabs could not clone the voice: {exc.message}") from None
             raise VoiceCloningFailed(f"ElevenLabs could not clone the voice: {exc.message}") from None
 
-    def _free_slot(self, conversation_id: str, deadline: Deadline) -> None:
+    def _free_slot(self, conversation_id: str, deadline: Deadline, limit: VoiceLimitReached) -> None:
         """Make room after `voice_limit_reached`, if auto-delete allows touching old clones."""
         if not self._settings.voice_clone_auto_delete:
-            raise VoiceCloningFailed("ElevenLabs voice limit reached and VOICE_CLONE_AUTO_DELETE is off")
+            raise VoiceCloningFailed(f"{limit.message} (VOICE_CLONE_AUTO_DELETE is off, so no clone was freed)")
         try:
             freed = self._inventory.free_slot(deadline, keep_conversation=conversation_id)
         except (ElevenLabsError, DeadlineExceeded):
             freed = False
         if not freed:
-            raise VoiceCloningFailed("ElevenLabs voice limit reached and no finished call's clone could be freed")
+            raise VoiceCloningFailed(f"{limit.message} (no clone of a finished call could be freed)")
 
     def _update_agent(self, request: PrecallRequest, voice_id: str, first_message: str, deadline: Deadline) -> bool:
         try:

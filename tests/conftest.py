@@ -68,17 +68,24 @@ def service_env(fake: FakeElevenLabs, monkeypatch: pytest.MonkeyPatch) -> dict[s
 
 
 @pytest.fixture
-def make_client(service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+def make_client(service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
     """A Flask test client of the real functions-framework app for `precall_webhook`."""
     import functions_framework
+
+    modules: list[Any] = []
 
     def make(**env: str) -> Any:
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         app = functions_framework.create_app(target="precall_webhook", source=str(ROOT / "main.py"))
+        modules.append(sys.modules["main"])
         return app.test_client()
 
-    return make
+    yield make
+    for module in modules:  # stop each instance's background event queue
+        sink = getattr(module._runtime, "sink", None)
+        if hasattr(sink, "close"):
+            sink.close()
 
 
 @pytest.fixture

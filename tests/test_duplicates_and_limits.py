@@ -1,0 +1,99 @@
+"""One clone per conversation, and room made when the account is full."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from tests.conftest import AGENT_ID, json_body, post_signed
+
+
+def test_redelivered_webhook_returns_the_same_clone(client, fake, audio_files):
+    body = json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="conv_dup")
+    first = post_signed(client, "/webhook", body).get_json()
+    second = post_signed(client, "/webhook", body).get_json()
+    assert first["voice_id"] == second["voice_id"] and first["voice_name"] == second["voice_name"]
+    assert len(fake.requests_to("POST", "/v1/voices/add")) == 1
+
+
+def test_redelivery_to_another_instance_finds_the_clone_by_its_labels(make_client, fake, audio_files):
+    body = json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="conv_other")
+    first = post_signed(make_client(), "/webhook", body).get_json()
+    second = post_signed(make_client(), "/webhook", body).get_json()  # a fresh instance: empty memory
+    assert second["voice_id"] == first["voice_id"]
+    assert len(fake.requests_to("POST", "/v1/voices/add")) == 1
+
+
+def test_concurrent_duplicates_create_one_clone(client, fake, audio_files):
+    fake.latency = 0.3
+    body = json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="conv_race")
+    results: list[dict] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        answer = post_signed(client, "/webhook", body).get_json()
+        with lock:
+            results.append(answer)
+
+    threads = [threading.Thread(target=call) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({r["voice_id"] for r in results}) == 1 and all(r["status"] == "success" for r in results)
+    assert len(fake.requests_to("POST", "/v1/voices/add")) == 1
+
+
+def test_voice_limit_frees_the_oldest_finished_clone_and_retries_once(client, fake, audio_files):
+    fake.voice_limit = 3
+    old_unix = int(time.time()) - 600
+    labels = lambda conv: {"source": "precall-webhook", "type": "instant_clone", "conversation_id": conv,
+                           "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(old_unix))}
+    user_voice = fake.add_voice("My narrator", created_at_unix=old_unix - 10_000)
+    live = fake.add_voice("A_Clone_live", labels=labels("conv_live"), created_at_unix=old_unix - 5)
+    finished = fake.add_voice("B_Clone_done", labels=labels("conv_done"), created_at_unix=old_unix)
+    fake.set_conversation("conv_live", "in-progress")
+    fake.set_conversation("conv_done", "done")
+    response = post_signed(client, "/webhook", json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="conv_new"))
+    assert response.status_code == 200, response.get_json()
+    assert finished not in fake.voices
+    assert user_voice in fake.voices and live in fake.voices
+    assert len(fake.requests_to("POST", "/v1/voices/add")) == 2
+    assert [r.path for r in fake.requests_to("DELETE", r"/v1/voices/.*")] == [f"/v1/voices/{finished}"]
+
+
+def test_voice_limit_with_nothing_to_free_is_422_and_deletes_nothing(client, fake, audio_files):
+    fake.voice_limit = 1
+    user_voice = fake.add_voice("My narrator", labels={"conversation_id": "conv_full"})
+    response = post_signed(client, "/webhook", json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="conv_full"))
+    assert response.status_code == 422
+    assert response.get_json()["error_code"] == "VOICE_CLONING_FAILED"
+    assert "maximum amount of custom voices" in response.get_json()["error_message"]
+    assert user_voice in fake.voices and fake.requests_to("DELETE", r"/v1/voices/.*") == []
+
+
+def test_elevenlabs_refusal_is_422_with_its_reason(client, fake, audio_files):
+    fake.inject("POST", "/v1/voices/add", status=400,
+                body={"detail": {"status": "invalid_audio", "message": "Voice sample quality too low"}})
+    response = post_signed(client, "/webhook", json_body(audio_files["wav_pcm16"].read_bytes()))
+    assert response.status_code == 422
+    assert response.get_json() == {"status": "error", "error_code": "VOICE_CLONING_FAILED",
+                                   "error_message": "ElevenLabs could not clone the voice: Voice sample quality too low",
+                                   "conversation_id": "conv_abc123xyz"}
+
+
+def test_deadline_running_out_is_504_upstream_timeout(make_client, fake, audio_files):
+    client = make_client(REQUEST_DEADLINE_SECONDS="1")
+    fake.inject("POST", "/v1/voices/add", delay=3)
+    response = post_signed(client, "/webhook", json_body(audio_files["wav_pcm16"].read_bytes()))
+    assert response.status_code == 504
+    assert response.get_json()["error_code"] == "UPSTREAM_TIMEOUT"
+
+
+def test_unexpected_failure_is_500_internal_error_without_details(client, fake, audio_files):
+    fake.inject("POST", "/v1/voices/add", status=200, body=["not", "an", "object"])
+    response = post_signed(client, "/webhook", json_body(audio_files["wav_pcm16"].read_bytes()))
+    assert response.status_code in (422, 500)
+    body = response.get_json()
+    assert body["status"] == "error" and "Traceback" not in json.dumps(body)
