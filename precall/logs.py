@@ -34,13 +34,13 @@ class CloudLoggingFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Send the service's logs (and only them) to stdout as JSON lines; idempotent."""
+def configure_logging(level: str = "INFO", stream: Any = None) -> None:
+    """Send the service's logs (and only them) to stdout (or `stream`) as JSON lines; idempotent."""
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(level)
     logger.propagate = False
     if not any(getattr(h, "_precall", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
+        handler = logging.StreamHandler(stream or sys.stdout)
         handler.setFormatter(CloudLoggingFormatter())
         handler._precall = True  # type: ignore[attr-defined]
         logger.addHandler(handler)

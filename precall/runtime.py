@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from cleanup.handler import CleanupHandler
 
@@ -30,8 +31,8 @@ class Runtime:
     cleanup: CleanupHandler
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    configure_logging(settings.log_level)
+def build_runtime(settings: Settings, log_stream: Any = None) -> Runtime:
+    configure_logging(settings.log_level, log_stream)
     client = ElevenLabsClient(settings.elevenlabs_base_url, settings.elevenlabs_api_key)
     now = lambda: datetime.now(timezone.utc)  # noqa: E731
     cleanup = CleanupHandler(CloneInventory(client, settings.voice_clone_ttl_seconds, now), settings.voice_clone_auto_delete)

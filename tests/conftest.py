@@ -125,3 +125,36 @@ def post_signed(client: Any, path: str, body: bytes, content_type: str = "applic
         "Content-Type": content_type,
         "ElevenLabs-Signature": header if header is not None else signature_header(body, secret),
     })
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator() -> Iterator[Any]:
+    """The real emulator, once per session. Skips where it cannot run, unless
+    REQUIRE_PUBSUB_EMULATOR=1 (set by .ci/run), where a missing emulator is a failure."""
+    from tests.pubsub_emulator import PubSubEmulator, emulator_available
+    from tests.servers import free_port
+
+    reason = emulator_available()
+    if reason is not None:
+        if os.environ.get("REQUIRE_PUBSUB_EMULATOR") == "1":
+            pytest.fail(f"REQUIRE_PUBSUB_EMULATOR=1 but the Pub/Sub emulator cannot run: {reason}")
+        pytest.skip(f"Pub/Sub emulator unavailable: {reason}")
+    emulator = PubSubEmulator(free_port()).start()
+    previous = os.environ.get("PUBSUB_EMULATOR_HOST")
+    os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
+    yield emulator
+    emulator.stop()
+    if previous is None:
+        os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+    else:
+        os.environ["PUBSUB_EMULATOR_HOST"] = previous
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.2) -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()

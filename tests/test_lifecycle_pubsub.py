@@ -1,0 +1,182 @@
+"""The voice lifecycle on the real Pub/Sub emulator: pre-call -> voice.created -> push ->
+`cleanup_voices` (a real functions-framework server) -> the clone deleted in ElevenLabs."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import requests
+
+from precall import events
+from tests.conftest import AGENT_ID, API_KEY, SECRET, json_body, signature_header, wait_until
+from tests.pubsub_emulator import create_topology
+from tests.servers import FunctionServer
+
+pytestmark = pytest.mark.emulator
+OLD = (datetime.now(timezone.utc) - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ours(conversation_id: str, created_at: str = OLD) -> dict[str, str]:
+    return {"source": "precall-webhook", "type": "instant_clone", "conversation_id": conversation_id,
+            "agent_id": AGENT_ID, "created_at": created_at}
+
+
+class Lifecycle:
+    def __init__(self, emulator, fake, tmp_env):
+        name = f"voice-events-{uuid.uuid4().hex[:8]}"
+        common = {"ELEVENLABS_API_KEY": API_KEY, "ELEVENLABS_BASE_URL": fake.url,
+                  "PUBSUB_EMULATOR_HOST": emulator.host, "GOOGLE_CLOUD_PROJECT": emulator.project, **tmp_env}
+        self.cleanup = FunctionServer("cleanup_voices", common, signature_type="cloudevent").start(ready_path="/")
+        self.topology = create_topology(emulator.project, name, self.cleanup.url + "/",
+                                        max_delivery_attempts=5, min_backoff_seconds=1, max_backoff_seconds=2,
+                                        ack_deadline_seconds=10)
+        self.webhook = FunctionServer("precall_webhook", dict(common, ELEVENLABS_WEBHOOK_SECRET=SECRET,
+                                                              VOICE_EVENTS_TOPIC=self.topology.topic)).start()
+        from google.cloud import pubsub_v1
+
+        self.publisher = pubsub_v1.PublisherClient()
+
+    def precall(self, sample: bytes, conversation_id: str) -> dict:
+        body = json_body(sample, conversation_id=conversation_id)
+        response = requests.post(self.webhook.url + "/webhook", data=body, timeout=30, headers={
+            "Content-Type": "application/json", "ElevenLabs-Signature": signature_header(body)})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def post_call(self, conversation_id: str, kind: str = "post_call_transcription") -> requests.Response:
+        body = json.dumps({"type": kind, "event_timestamp": int(time.time()),
+                           "data": {"agent_id": AGENT_ID, "conversation_id": conversation_id, "status": "done"}}).encode()
+        return requests.post(self.webhook.url + "/post-call", data=body, timeout=10, headers={
+            "Content-Type": "application/json", "ElevenLabs-Signature": signature_header(body)})
+
+    def publish(self, data: bytes, **attributes: str) -> None:
+        self.publisher.publish(self.topology.topic, data, **attributes).result(timeout=10)
+
+    def publish_event(self, event: dict) -> None:
+        data, attributes = events.encode(event)
+        self.publish(data, **attributes)
+
+    def dead_letters(self) -> list[bytes]:
+        from google.cloud import pubsub_v1
+
+        subscriber = pubsub_v1.SubscriberClient()
+        response = subscriber.pull(request={"subscription": self.topology.dead_letter_subscription, "max_messages": 10},
+                                   timeout=10)
+        subscriber.close()
+        return [m.message.data for m in response.received_messages]
+
+    def stop(self) -> None:
+        self.webhook.stop()
+        self.cleanup.stop()
+
+
+@pytest.fixture
+def lifecycle(pubsub_emulator, fake):
+    system = Lifecycle(pubsub_emulator, fake, {})
+    yield system
+    system.stop()
+
+
+def test_precall_then_post_call_deletes_the_clone(lifecycle, fake, audio_files):
+    answer = lifecycle.precall(audio_files["mp3_cbr"].read_bytes(), "conv_full_path")
+    voice_id = answer["voice_id"]
+    assert voice_id in fake.voices
+    # voice.created reached the cleanup function, which asked ElevenLabs whether the call is over.
+    assert wait_until(lambda: fake.requests_to("GET", "/v1/convai/conversations/conv_full_path"))
+    assert voice_id in fake.voices  # unknown conversation = not over yet: kept
+    response = lifecycle.post_call("conv_full_path")
+    assert response.status_code == 200 and response.json()["status"] == "accepted"
+    assert wait_until(lambda: voice_id not in fake.voices)
+    assert fake.requests_to("DELETE", f"/v1/voices/{voice_id}")
+
+
+def test_clone_survives_while_the_call_is_live_and_goes_once_it_ends(lifecycle, fake, audio_files):
+    fake.set_conversation("conv_live_call", "in-progress")
+    voice_id = lifecycle.precall(audio_files["wav_pcm16"].read_bytes(), "conv_live_call")["voice_id"]
+    assert wait_until(lambda: len(fake.requests_to("GET", "/v1/convai/conversations/conv_live_call")) >= 2)
+    assert voice_id in fake.voices  # redelivered, still live, still kept
+    fake.set_conversation("conv_live_call", "done")  # ended, but the post-call webhook never came
+    assert wait_until(lambda: voice_id not in fake.voices, timeout=30)
+
+
+def test_ttl_deletes_a_clone_without_any_post_call_webhook(lifecycle, fake):
+    old = fake.add_voice("Ivan_Clone_20250101_000000_ttl", labels=ours("conv_ttl"))
+    fake.set_conversation("conv_ttl", "in-progress")  # ElevenLabs still says live: only the TTL can end it
+    lifecycle.publish_event(events.voice_created(old, "Ivan_Clone_20250101_000000_ttl", "conv_ttl", AGENT_ID,
+                                                 datetime.now(timezone.utc) - timedelta(hours=3)))
+    assert wait_until(lambda: old not in fake.voices)
+
+
+def test_sweep_deletes_only_our_clones_older_than_the_ttl(lifecycle, fake):
+    stale = fake.add_voice("A_Clone_x_old", labels=ours("conv_old"))
+    fresh = fake.add_voice("B_Clone_x_new", labels=ours("conv_new", created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")))
+    foreign = fake.add_voice("Narrator", labels={"conversation_id": "conv_old", "source": "studio"}, created_at_unix=0)
+    lifecycle.publish_event(events.sweep())
+    assert wait_until(lambda: stale not in fake.voices)
+    time.sleep(1)
+    assert fresh in fake.voices and foreign in fake.voices
+
+
+def test_foreign_voice_mentioning_the_conversation_survives_everything(lifecycle, fake):
+    foreign = fake.add_voice("Ivan_Clone_20250101_000000_conv_foreign", description="conv_foreign",
+                             labels={"conversation_id": "conv_foreign", "type": "instant_clone"}, created_at_unix=0)
+    fake.set_conversation("conv_foreign", "done")
+    assert lifecycle.post_call("conv_foreign").status_code == 200
+    lifecycle.publish_event(events.voice_created(foreign, "x", "conv_foreign", AGENT_ID, datetime(2020, 1, 1, tzinfo=timezone.utc)))
+    lifecycle.publish_event(events.sweep())
+    assert wait_until(lambda: len(fake.requests_to("GET", f"/v1/voices/{foreign}")) >= 1)
+    assert wait_until(lambda: len(fake.requests_to("GET", "/v2/voices")) >= 2)
+    time.sleep(1)
+    assert foreign in fake.voices
+    assert fake.requests_to("DELETE", r"/v1/voices/.*") == []
+
+
+def test_malformed_message_is_acknowledged_not_retried(lifecycle, fake):
+    lifecycle.publish(b"this is not json", event_type="voice.created")
+    assert wait_until(lambda: lifecycle.cleanup.logs().count("voice_event_malformed") >= 1)
+    time.sleep(4)  # past two retry backoffs: an unacknowledged message would have come back
+    assert lifecycle.cleanup.logs().count("voice_event_malformed") == 1
+    assert lifecycle.dead_letters() == []
+
+
+def test_message_that_keeps_failing_ends_in_the_dead_letter_topic(lifecycle, fake):
+    fake.inject("GET", "/v1/voices/always_failing", status=500, times=1000)
+    data = json.dumps(events.voice_created("always_failing", "x", "conv_poison", AGENT_ID, datetime.now(timezone.utc))).encode()
+    lifecycle.publish(data, event_type="voice.created")
+    dead = wait_until(lifecycle.dead_letters, timeout=45, interval=2)
+    assert dead and json.loads(dead[0])["voice_id"] == "always_failing"
+
+
+def test_unknown_post_call_types_are_acknowledged_and_bad_signatures_refused(lifecycle, fake):
+    body = json.dumps({"type": "something_new", "data": {}}).encode()
+    ok = requests.post(lifecycle.webhook.url + "/post-call", data=body, timeout=10, headers={
+        "Content-Type": "application/json", "ElevenLabs-Signature": signature_header(body)})
+    assert ok.status_code == 200 and ok.json() == {"status": "ignored"}
+    bad = requests.post(lifecycle.webhook.url + "/post-call", data=body, timeout=10, headers={
+        "Content-Type": "application/json", "ElevenLabs-Signature": signature_header(body, secret="nope")})
+    assert bad.status_code == 401 and bad.json()["error_code"] == "INVALID_SIGNATURE"
+
+
+def test_call_initiation_failure_also_ends_the_clone(lifecycle, fake):
+    voice_id = fake.add_voice("Ivan_Clone_20250101_000000_initfail", labels=ours("conv_initfail",
+                              created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")))
+    assert lifecycle.post_call("conv_initfail", kind="call_initiation_failure").status_code == 200
+    assert wait_until(lambda: voice_id not in fake.voices)
+
+
+def test_failed_publish_is_logged_and_never_fails_the_call(pubsub_emulator, fake, service_env, audio_files):
+    missing_topic = f"projects/{pubsub_emulator.project}/topics/does-not-exist"
+    server = FunctionServer("precall_webhook", dict(service_env, PUBSUB_EMULATOR_HOST=pubsub_emulator.host,
+                                                    VOICE_EVENTS_TOPIC=missing_topic)).start()
+    try:
+        body = json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="conv_nopub")
+        response = requests.post(server.url + "/webhook", data=body, timeout=60, headers={
+            "Content-Type": "application/json", "ElevenLabs-Signature": signature_header(body)})
+        assert response.status_code == 200
+        assert wait_until(lambda: '"event_type": "voice_event_publish_failed"' in server.logs())
+    finally:
+        server.stop()
