@@ -138,10 +138,10 @@ def parse_multipart(body: bytes, content_type: str, default_agent_id: str | None
     boundary = options.get("boundary", "").encode("latin-1")
     if not boundary:
         raise InvalidPayload("multipart body without a boundary")
-    # Files go to memory, never to a temporary file: samples must not touch the disk.
-    parser = MultiPartParser(
-        stream_factory=_memory_stream, max_form_memory_size=4 * 1024 * 1024, max_form_parts=64, buffer_size=1024 * 1024
-    )
+    # Files go to memory, never to a temporary file: samples must not touch the disk. 64 KiB
+    # reads are werkzeug's sweet spot (1 MiB reads make its boundary search ~10x slower).
+    parser = MultiPartParser(stream_factory=_memory_stream, max_form_memory_size=1024 * 1024, max_form_parts=64,
+                             buffer_size=64 * 1024)
     try:
         form, files = parser.parse(io.BytesIO(body), boundary, len(body))
     except ValueError:
