@@ -36,10 +36,13 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes] | None = None, time
 class FunctionServer:
     """`functions-framework --target TARGET` on a free loopback port, as a user would run it."""
 
-    def __init__(self, target: str, env: dict[str, str], signature_type: str = "http") -> None:
-        self.port = free_port()
+    def __init__(self, target: str, env: dict[str, str], signature_type: str = "http", port: int = 0) -> None:
+        self.target = target
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ELEVENLABS_", "VOICE_"))}
+        # The service sees only what the caller passes (plus PATH and the like), not this shell's settings.
+        full_env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("ELEVENLABS_", "VOICE_", "PUBSUB_", "GOOGLE_CLOUD_PROJECT"))}
         full_env.update(env)
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         executable = Path(sys.executable).with_name("functions-framework")
