@@ -27,7 +27,7 @@ fi
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 requirements=requirements.txt
-[ "$mode" = test ] && requirements=requirements-test.txt
+[ "$mode" = test ] && requirements="requirements-test.txt"
 stamp=".venv/.installed-$mode"
 want=$(cat requirements.txt "$requirements" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
