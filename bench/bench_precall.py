@@ -87,7 +87,7 @@ def own_time(sample: bytes, kind: str, rounds: int) -> dict[str, float]:
         json.dumps(success_body(outcome, settings, 1))
         t5 = time.perf_counter()
         del upload
-        for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0)):
+        for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0), strict=True):
             stages[key].append(value)
     return {key: p50(values) for key, values in stages.items()}
 

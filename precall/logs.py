@@ -34,13 +34,30 @@ class CloudLoggingFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+class _LateStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to `sys.stdout` as it is at emit time (unless given a stream), so a replaced
+    stdout (test capture, a CLI redirect) still gets the lines."""
+
+    def __init__(self, stream: Any = None) -> None:
+        logging.Handler.__init__(self)
+        self._fixed_stream = stream
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return self._fixed_stream or sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        self._fixed_stream = value
+
+
 def configure_logging(level: str = "INFO", stream: Any = None) -> None:
     """Send the service's logs (and only them) to stdout (or `stream`) as JSON lines; idempotent."""
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(level)
     logger.propagate = False
     if not any(getattr(h, "_precall", False) for h in logger.handlers):
-        handler = logging.StreamHandler(stream or sys.stdout)
+        handler = _LateStreamHandler(stream)
         handler.setFormatter(CloudLoggingFormatter())
         handler._precall = True  # type: ignore[attr-defined]
         logger.addHandler(handler)

@@ -233,7 +233,7 @@ class FakeElevenLabs:
                 "voice_id": voice_id, "name": form["name"], "category": "cloned", "labels": labels,
                 "description": form.get("description"), "created_at_unix": int(time.time()),
                 "samples": [{"sample_id": f"s{i}", "file_name": u.filename, "mime_type": u.mimetype,
-                             "size_bytes": len(s)} for i, (u, s) in enumerate(zip(uploads, samples))],
+                             "size_bytes": len(s)} for i, (u, s) in enumerate(zip(uploads, samples, strict=True))],
             }
             self.uploaded_samples[voice_id] = samples[0]
         return 200, {"voice_id": voice_id, "requires_verification": False}

@@ -5,14 +5,10 @@ from __future__ import annotations
 import ast
 import base64
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
-import time
 import venv
-from pathlib import Path
 
 import pytest
 import requests

@@ -6,7 +6,7 @@ import json
 import threading
 import time
 
-from tests.conftest import AGENT_ID, json_body, post_signed
+from tests.conftest import json_body, post_signed
 
 
 def test_redelivered_webhook_returns_the_same_clone(client, fake, audio_files):
@@ -91,9 +91,20 @@ def test_deadline_running_out_is_504_upstream_timeout(make_client, fake, audio_f
     assert response.get_json()["error_code"] == "UPSTREAM_TIMEOUT"
 
 
-def test_unexpected_failure_is_500_internal_error_without_details(client, fake, audio_files):
+def test_clone_answer_without_voice_id_is_422(client, fake, audio_files):
     fake.inject("POST", "/v1/voices/add", status=200, body=["not", "an", "object"])
     response = post_signed(client, "/webhook", json_body(audio_files["wav_pcm16"].read_bytes()))
-    assert response.status_code in (422, 500)
-    body = response.get_json()
-    assert body["status"] == "error" and "Traceback" not in json.dumps(body)
+    assert response.status_code == 422
+    assert response.get_json()["error_message"] == "ElevenLabs could not clone the voice: ElevenLabs returned no voice_id"
+
+
+def test_unexpected_failure_is_500_internal_error_without_details(make_client, fake, audio_files, tmp_path, capsys):
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("x")
+    client = make_client(DEBUG_SAMPLE_DIR=str(not_a_directory))  # a misconfiguration the code does not expect
+    response = post_signed(client, "/webhook", json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="conv_boom"))
+    assert response.status_code == 500
+    assert response.get_json() == {"status": "error", "error_code": "INTERNAL_ERROR", "error_message": "Internal error",
+                                   "conversation_id": "conv_boom"}
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert any(line["event_type"] == "internal_error" and line["error_type"] == "FileExistsError" for line in logged)

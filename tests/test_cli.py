@@ -1,0 +1,83 @@
+"""`python -m precall send/post-call`: what it sends is what ElevenLabs would send."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from elevenlabs.errors import BadRequestError
+from elevenlabs.webhooks_custom import WebhooksClient
+
+from precall.signature import verify
+from tests.conftest import SECRET
+from tests.servers import ROOT
+
+
+class _Capture(BaseHTTPRequestHandler):
+    seen: list[tuple[str, dict[str, str], bytes]] = []
+
+    def log_message(self, *args) -> None:
+        return
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).seen.append((self.path, dict(self.headers), body))
+        payload = b'{"status": "success"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+@pytest.fixture
+def capture():
+    _Capture.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Capture)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ["PATH"], "ELEVENLABS_WEBHOOK_SECRET": f"{SECRET},older-secret"}
+    return subprocess.run([sys.executable, "-m", "precall", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_cli_json_webhook_is_accepted_by_the_official_sdk_and_by_the_service(capture, audio_files):
+    result = run_cli("send", str(audio_files["mp3_cbr"]), "--name", "Ivan", "--dob", "11.12.2007",
+                     "--conversation-id", "conv_cli1", "--agent-id", "agent_x", "--url", capture)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"status": "success"}
+    [(path, headers, body)] = _Capture.seen
+    assert path == "/webhook" and headers["Content-Type"] == "application/json"
+    event = WebhooksClient(client_wrapper=None).construct_event(body.decode(), headers["ElevenLabs-Signature"], SECRET)
+    assert event["conversation_id"] == "conv_cli1" and event["caller_metadata"] == {"name": "Ivan", "date_of_birth": "11.12.2007"}
+    assert verify(body, headers["ElevenLabs-Signature"], (SECRET,), time.time(), 1800)
+    with pytest.raises(BadRequestError):  # signed with the first secret only
+        WebhooksClient(client_wrapper=None).construct_event(body.decode(), headers["ElevenLabs-Signature"], "older-secret")
+
+
+def test_cli_multipart_webhook_and_post_call_are_signed_over_the_raw_body(capture, audio_files):
+    assert run_cli("send", str(audio_files["wav_pcm16"]), "--multipart", "--url", capture).returncode == 0
+    assert run_cli("post-call", "conv_cli2", "--type", "call_initiation_failure", "--url", capture).returncode == 0
+    (path1, headers1, body1), (path2, headers2, body2) = _Capture.seen
+    assert path1 == "/webhook" and headers1["Content-Type"].startswith("multipart/form-data; boundary=")
+    assert audio_files["wav_pcm16"].read_bytes() in body1
+    assert verify(body1, headers1["ElevenLabs-Signature"], (SECRET,), time.time(), 1800)
+    assert path2 == "/post-call"
+    assert json.loads(body2)["type"] == "call_initiation_failure" and json.loads(body2)["data"]["conversation_id"] == "conv_cli2"
+    WebhooksClient(client_wrapper=None).construct_event(body2.decode(), headers2["ElevenLabs-Signature"], SECRET)
+
+
+def test_cli_help_and_unreachable_service():
+    for args in (["--help"], ["send", "--help"], ["post-call", "--help"]):
+        assert run_cli(*args).returncode == 0
+    down = run_cli("post-call", "conv_x", "--url", "http://127.0.0.1:9")
+    assert down.returncode == 2 and "is the service running" in down.stderr
