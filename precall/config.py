@@ -7,7 +7,7 @@ one line on stderr and a non-zero exit, so a misconfigured instance never serves
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .secrets import SecretReferenceError, SecretResolver
@@ -151,26 +151,22 @@ def _secret(env: Mapping[str, str], name: str, resolver: SecretResolver, require
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(name, f"must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(name, f"must be at least {minimum}")
-    return value
+    return int(_number(env, name, default, minimum, int, "a whole number"))
 
 
 def _float(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    return _number(env, name, default, minimum, float, "a number")
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float,
+            parse: Callable[[str], float], kind: str) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = float(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigError(name, f"must be a number, got {raw!r}") from None
+        raise ConfigError(name, f"must be {kind}, got {raw!r}") from None
     if not value >= minimum:
         raise ConfigError(name, f"must be at least {minimum:g}")
     return value

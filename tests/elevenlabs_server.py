@@ -28,6 +28,8 @@ from urllib.parse import parse_qs, urlsplit
 from werkzeug.formparser import MultiPartParser
 from werkzeug.http import parse_options_header
 
+from tests.servers import send_json
+
 _ID_ALPHABET = string.ascii_letters + string.digits
 PREMADE_VOICES = [("21m00Tcm4TlvDq8ikWAM", "Rachel"), ("EXAVITQu4vr4xnSDxMaL", "Sarah")]
 
@@ -337,20 +339,10 @@ class _Handler(BaseHTTPRequestHandler):
                 body = fault.body if fault.body is not None else detail(
                     "rate_limit_exceeded" if fault.status == 429 else "internal_server_error",
                     "Too many requests" if fault.status == 429 else "An internal error occurred")
-                self._send(fault.status, body, fault.headers)
+                send_json(self, fault.status, body, fault.headers)
                 return
         status, body = fake.route(record, raw, content_type)
-        self._send(status, body, {})
-
-    def _send(self, status: int, body: Any, headers: dict[str, str]) -> None:
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(payload)
+        send_json(self, status, body)
 
     do_GET = do_POST = do_PATCH = do_DELETE = _serve
 

@@ -16,7 +16,7 @@ from elevenlabs.webhooks_custom import WebhooksClient
 
 from precall.signature import verify
 from tests.conftest import SECRET
-from tests.servers import ROOT
+from tests.servers import ROOT, send_json
 
 
 class _Capture(BaseHTTPRequestHandler):
@@ -28,12 +28,7 @@ class _Capture(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).seen.append((self.path, dict(self.headers), body))
-        payload = b'{"status": "success"}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        send_json(self, 200, {"status": "success"})
 
 
 @pytest.fixture

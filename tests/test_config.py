@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -13,6 +12,7 @@ from google.cloud import secretmanager
 
 from precall.config import ConfigError, load_settings
 from precall.secrets import SecretResolver, version_name
+from tests.servers import send_json
 
 SECRETS = {
     "projects/proj/secrets/el-key/versions/latest": "sk_from_secret_manager",
@@ -33,12 +33,7 @@ class _SecretManagerHandler(BaseHTTPRequestHandler):
             status, body = 200, {"name": name, "payload": {"data": base64.b64encode(SECRETS[name].encode()).decode()}}
         else:
             status, body = 404, {"error": {"code": 404, "message": f"Secret [{name}] not found", "status": "NOT_FOUND"}}
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        send_json(self, status, body)
 
 
 @pytest.fixture
