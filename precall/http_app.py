@@ -77,8 +77,12 @@ class WebhookApp:
         body = _read_body(request, self._settings.max_body_bytes)
         self._verify(request, body, "/webhook")
         content_type = request.headers.get("Content-Type")
-        conversation["id"] = peek_conversation_id(body, content_type)
-        parsed = parse_request(body, content_type, self._settings.default_agent_id, self._settings.max_sample_bytes)
+        try:
+            parsed = parse_request(body, content_type, self._settings.default_agent_id, self._settings.max_sample_bytes)
+        except ServiceError:
+            # Only a failed parse needs the best-effort id (a regex over the body): not the hot path.
+            conversation["id"] = peek_conversation_id(body, content_type)
+            raise
         conversation["id"] = parsed.conversation_id
         outcome = self._service.handle(parsed, started)
         elapsed_ms = round((time.monotonic() - started) * 1000)
