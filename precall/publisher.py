@@ -136,13 +136,13 @@ class LocalEventQueue:
                           attempt=attempt, delay_seconds=delay, error_type=type(exc).__name__)
                 self._schedule(event, attempt + 1, delay)
 
-    def close(self) -> None:
-        """Stop the worker; events still pending are dropped (the TTL sweep is the backstop)."""
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the worker once the event in hand is done; pending ones are dropped (the TTL
+        sweep is the backstop)."""
         with self._condition:
             self._closed = True
             self._pending.clear()
             self._condition.notify_all()
-
-    def pending(self) -> int:
-        with self._condition:
-            return len(self._pending)
+            worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout)
