@@ -74,8 +74,7 @@ class PrecallService:
         """Validate, then clone once per conversation (concurrent duplicates share the work)."""
         sample, fmt = self.validate_sample(request)
         deadline = Deadline(self._settings.request_deadline_seconds - (time.monotonic() - started))
-        outcome, _ = self._flights.run(request.conversation_id, lambda: self._clone_and_update(request, sample, fmt, deadline))
-        return outcome
+        return self._flights.run(request.conversation_id, lambda: self._clone_and_update(request, sample, fmt, deadline))
 
     def _clone_and_update(self, request: PrecallRequest, sample: bytes, fmt: audio.AudioFormat, deadline: Deadline) -> CloneOutcome:
         voice_id, name, reused = self._clone(request, sample, fmt, deadline)

@@ -31,8 +31,8 @@ class SingleFlight(Generic[T]):
         self._calls: OrderedDict[str, _Call[T]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def run(self, key: str, compute: Callable[[], T]) -> tuple[T, bool]:
-        """The outcome for `key` and whether this caller computed it (False: shared)."""
+    def run(self, key: str, compute: Callable[[], T]) -> T:
+        """The outcome for `key`: computed by this caller, or shared from another."""
         with self._lock:
             call = self._calls.get(key)
             stale = call is not None and call.done.is_set() and (
@@ -49,7 +49,7 @@ class SingleFlight(Generic[T]):
             call.done.wait()
             if call.error is not None:
                 raise call.error
-            return call.result, False  # type: ignore[return-value]
+            return call.result  # type: ignore[return-value]
         try:
             call.result = compute()
         except BaseException as exc:
@@ -58,4 +58,4 @@ class SingleFlight(Generic[T]):
         finally:
             call.finished_at = time.monotonic()
             call.done.set()
-        return call.result, True
+        return call.result
