@@ -13,6 +13,8 @@ COPY requirements.txt ./
 RUN pip install --no-cache-dir --disable-pip-version-check -r requirements.txt
 
 COPY main.py ./
+COPY wiring.py ./
+COPY voiceclone/ voiceclone/
 COPY precall/ precall/
 COPY cleanup/ cleanup/
 

@@ -15,8 +15,8 @@ from typing import Any
 import flask
 import functions_framework
 
-from precall.config import ConfigError
-from precall.runtime import Runtime, runtime_from_env
+from voiceclone.config import ConfigError
+from wiring import Runtime, runtime_from_env
 
 _runtime: Runtime | None = None
 _lock = threading.Lock()

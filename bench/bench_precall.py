@@ -27,14 +27,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from precall import audio, signature  # noqa: E402
-from precall.config import load_settings  # noqa: E402
+from precall.outcome import CloneOutcome  # noqa: E402
 from precall.payload import CallerInfo, parse_request  # noqa: E402
 from precall.responses import success_body  # noqa: E402
-from precall.service import CloneOutcome  # noqa: E402
+from sandbox.elevenlabs_server import FakeElevenLabs  # noqa: E402
+from sandbox.processes import FunctionServer  # noqa: E402
 from tests.audio_fixtures import SPEECH  # noqa: E402
 from tests.conftest import json_body, multipart_body  # noqa: E402
-from tests.elevenlabs_server import FakeElevenLabs  # noqa: E402
-from tests.servers import FunctionServer  # noqa: E402
+from voiceclone.config import load_settings  # noqa: E402
 
 SECRET = "bench-secret"
 API_KEY = "bench-key"

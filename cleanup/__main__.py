@@ -8,9 +8,12 @@ import json
 import os
 import sys
 
-from precall.config import ConfigError, load_settings
-from precall.deadline import Deadline
-from precall.runtime import build_runtime
+from voiceclone.config import ConfigError, load_settings
+from voiceclone.deadline import Deadline
+from voiceclone.elevenlabs_client import ElevenLabsClient
+from voiceclone.logs import configure_logging
+
+from .handler import CleanupHandler
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,8 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
-    runtime = build_runtime(settings, log_stream=sys.stderr)  # stdout carries the report
-    found = runtime.cleanup.sweep(Deadline(args.timeout), apply=args.apply)
+    configure_logging(settings.log_level, sys.stderr)  # stdout carries the report
+    handler = CleanupHandler.for_settings(settings, ElevenLabsClient(settings.elevenlabs_base_url, settings.elevenlabs_api_key))
+    found = handler.sweep(Deadline(args.timeout), apply=args.apply)
     print(json.dumps({"applied": args.apply, "ttl_seconds": settings.voice_clone_ttl_seconds,
                       "expired_clones": found}, indent=2))
     return 0

@@ -10,12 +10,15 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from datetime import datetime, timezone
 from typing import Any
 
-from precall import events
-from precall.clones import CloneInventory
-from precall.deadline import Deadline
-from precall.logs import get_logger, log_event
+from voiceclone import events
+from voiceclone.clones import CloneInventory
+from voiceclone.config import Settings
+from voiceclone.deadline import Deadline
+from voiceclone.elevenlabs_client import ElevenLabsClient
+from voiceclone.logs import get_logger, log_event
 
 _log = get_logger("cleanup")
 HANDLER_DEADLINE_SECONDS = 50.0  # under a 60 s ack deadline
@@ -29,6 +32,11 @@ class CleanupHandler:
     def __init__(self, inventory: CloneInventory, auto_delete: bool) -> None:
         self._inventory = inventory
         self._auto_delete = auto_delete
+
+    @classmethod
+    def for_settings(cls, settings: Settings, client: ElevenLabsClient) -> CleanupHandler:
+        now = lambda: datetime.now(timezone.utc)  # noqa: E731
+        return cls(CloneInventory(client, settings.voice_clone_ttl_seconds, now), settings.voice_clone_auto_delete)
 
     def handle_cloud_event(self, cloud_event: Any) -> None:
         """Entry for the CloudEvent target: a Pub/Sub push (or Eventarc) message."""

@@ -22,8 +22,9 @@ from typing import Any
 
 import requests
 
+from voiceclone.secret_manager import SecretResolver
+
 from .postcall import CALL_END_EVENT_TYPES
-from .secrets import SecretResolver
 from .signature import SIGNATURE_HEADER, sign
 
 DEFAULT_URL = "http://127.0.0.1:8080"

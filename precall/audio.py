@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import soundfile
 
-from .errors import InvalidAudio, SampleTooShort, UnsupportedAudioFormat
+from voiceclone.errors import InvalidAudio, SampleTooShort, UnsupportedAudioFormat
 
 _DECODE_BLOCK_SECONDS = 1.0
 

@@ -17,14 +17,24 @@ from typing import Any
 import flask
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from . import events, signature
-from .config import Settings
-from .errors import InternalError, InvalidSignature, MethodNotAllowed, RouteNotFound, SampleTooLarge, ServiceError, SignatureExpired
-from .logs import get_logger, log_event, set_trace
-from .naming import mask_name
+from voiceclone import events
+from voiceclone.config import Settings
+from voiceclone.errors import (
+    InternalError,
+    InvalidSignature,
+    MethodNotAllowed,
+    RouteNotFound,
+    SampleTooLarge,
+    ServiceError,
+    SignatureExpired,
+)
+from voiceclone.logs import get_logger, log_event, set_trace
+from voiceclone.sinks import EventSink
+
+from . import signature
+from .greeting import mask_name
 from .payload import parse_request, peek_conversation_id
 from .postcall import parse_post_call
-from .publisher import EventSink
 from .responses import error_body, success_body
 from .service import PrecallService
 

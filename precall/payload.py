@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pybase64
-
 from werkzeug.formparser import MultiPartParser
 from werkzeug.http import parse_options_header
 
-from .errors import InvalidPayload, MissingVoiceSample, SampleTooLarge
-from .naming import MAX_CONVERSATION_SUFFIX_LENGTH, conversation_suffix
+from voiceclone.errors import InvalidPayload, MissingVoiceSample, SampleTooLarge
+from voiceclone.naming import MAX_CONVERSATION_SUFFIX_LENGTH, conversation_suffix
 
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _WHITESPACE = re.compile(rb"\s+")

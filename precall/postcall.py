@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .errors import InvalidPayload
+from voiceclone.errors import InvalidPayload
 
 CALL_END_EVENT_TYPES = ("post_call_transcription", "post_call_audio", "call_initiation_failure")
 

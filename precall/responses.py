@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import Settings
-from .errors import ServiceError
-from .naming import display_name
-from .service import CloneOutcome
+from voiceclone.config import Settings
+from voiceclone.errors import ServiceError
+
+from .greeting import display_name
+from .outcome import CloneOutcome
 
 
 def success_body(outcome: CloneOutcome, settings: Settings, processing_time_ms: int) -> dict[str, Any]:

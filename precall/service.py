@@ -6,20 +6,23 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import audio, events
-from .clones import CloneInventory
-from .config import Settings
-from .deadline import Deadline, DeadlineExceeded
-from .elevenlabs_client import ElevenLabsClient, ElevenLabsError
-from .errors import UpstreamTimeout, VoiceCloningFailed
-from .logs import get_logger, log_event
-from .naming import clone_description, clone_labels, greeting, mask_name, voice_name
-from .payload import CallerInfo, PrecallRequest
-from .publisher import EventSink
+from voiceclone import events
+from voiceclone.clones import CloneInventory
+from voiceclone.config import Settings
+from voiceclone.deadline import Deadline, DeadlineExceeded
+from voiceclone.elevenlabs_client import ElevenLabsClient, ElevenLabsError
+from voiceclone.errors import UpstreamTimeout, VoiceCloningFailed
+from voiceclone.logs import get_logger, log_event
+from voiceclone.naming import clone_description, clone_labels, voice_name
+from voiceclone.sinks import EventSink
+
+from . import audio
+from .greeting import greeting, mask_name
+from .outcome import CloneOutcome
+from .payload import PrecallRequest
 from .single_flight import SingleFlight
 
 _log = get_logger("service")
@@ -27,20 +30,6 @@ _log = get_logger("service")
 
 class VoiceLimitReached(VoiceCloningFailed):
     """The account has no free voice slot (ElevenLabs `voice_limit_reached`)."""
-
-
-@dataclass(frozen=True)
-class CloneOutcome:
-    """What a pre-call produced; shared by duplicate webhooks of the same conversation."""
-
-    conversation_id: str
-    agent_id: str
-    voice_id: str
-    voice_name: str
-    agent_updated: bool
-    first_message: str
-    caller: CallerInfo
-    reused: bool
 
 
 class PrecallService:

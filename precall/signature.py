@@ -12,7 +12,7 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 
-from .errors import InvalidSignature, SignatureExpired
+from voiceclone.errors import InvalidSignature, SignatureExpired
 
 SIGNATURE_HEADER = "ElevenLabs-Signature"
 MAX_FUTURE_SKEW_SECONDS = 300

@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.elevenlabs_server import FakeElevenLabs  # noqa: E402
-from tests.pubsub_emulator import PubSubEmulator, create_topology, emulator_available  # noqa: E402
-from tests.servers import FunctionServer, free_port  # noqa: E402
+from sandbox.elevenlabs_server import FakeElevenLabs  # noqa: E402
+from sandbox.processes import FunctionServer, free_port  # noqa: E402
+from sandbox.pubsub_emulator import PubSubEmulator, create_topology, emulator_available  # noqa: E402
 
 LOCAL_WEBHOOK_SECRET = "local-dev-webhook-secret"
 SANDBOX_API_KEY = "sandbox"

@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from precall.signature import sign  # noqa: E402
+from sandbox.elevenlabs_server import FakeElevenLabs  # noqa: E402
 from tests.audio_fixtures import build_fixtures, tools_missing  # noqa: E402
-from tests.elevenlabs_server import FakeElevenLabs  # noqa: E402
 
 API_KEY = "test-api-key"
 SECRET = "whsec_test_secret"
@@ -131,8 +131,8 @@ def post_signed(client: Any, path: str, body: bytes, content_type: str = "applic
 def pubsub_emulator() -> Iterator[Any]:
     """The real emulator, once per session. Skips where it cannot run, unless
     REQUIRE_PUBSUB_EMULATOR=1 (set by .ci/run), where a missing emulator is a failure."""
-    from tests.pubsub_emulator import PubSubEmulator, emulator_available
-    from tests.servers import free_port
+    from sandbox.processes import free_port
+    from sandbox.pubsub_emulator import PubSubEmulator, emulator_available
 
     reason = emulator_available()
     if reason is not None:

@@ -9,7 +9,7 @@ import pytest
 import soundfile
 
 from precall import audio
-from precall.errors import InvalidAudio, SampleTooShort, UnsupportedAudioFormat
+from voiceclone.errors import InvalidAudio, SampleTooShort, UnsupportedAudioFormat
 
 SUPPORTED = {"wav_pcm16": audio.AudioFormat.WAV, "wav_pcm8_8k": audio.AudioFormat.WAV,
              "wav_pcm24_48k_stereo": audio.AudioFormat.WAV, "wav_float32": audio.AudioFormat.WAV,

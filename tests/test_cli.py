@@ -15,8 +15,8 @@ from elevenlabs.errors import BadRequestError
 from elevenlabs.webhooks_custom import WebhooksClient
 
 from precall.signature import verify
+from sandbox.processes import ROOT, send_json
 from tests.conftest import SECRET
-from tests.servers import ROOT, send_json
 
 
 class _Capture(BaseHTTPRequestHandler):

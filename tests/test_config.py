@@ -10,9 +10,9 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import secretmanager
 
-from precall.config import ConfigError, load_settings
-from precall.secrets import SecretResolver, version_name
-from tests.servers import send_json
+from sandbox.processes import send_json
+from voiceclone.config import ConfigError, load_settings
+from voiceclone.secret_manager import SecretResolver, version_name
 
 SECRETS = {
     "projects/proj/secrets/el-key/versions/latest": "sk_from_secret_manager",

@@ -14,9 +14,9 @@ import pytest
 import requests
 import yaml
 
-from precall.config import ENVIRONMENT_VARIABLES
+from sandbox.processes import ROOT, free_port, wait_for_http
 from tests.conftest import API_KEY, wait_until
-from tests.servers import ROOT, free_port, wait_for_http
+from voiceclone.config import ENVIRONMENT_VARIABLES
 
 SHELL_SCRIPTS = ["deploy/setup.sh", "scripts/bootstrap.sh", ".ci/run"]
 # Read by functions-framework itself, not by the service's settings.
@@ -96,7 +96,7 @@ def test_readme_documents_every_setting():
 
 
 def test_config_reads_no_variable_missing_from_the_documented_list():
-    source = (ROOT / "precall" / "config.py").read_text()
+    source = (ROOT / "voiceclone" / "config.py").read_text()
     read = set(re.findall(r'env(?:\.get)?\(\s*"([A-Z][A-Z0-9_]+)"|_\w+\(env, "([A-Z][A-Z0-9_]+)"', source))
     names = {a or b for a, b in read}
     assert names and names <= set(ENVIRONMENT_VARIABLES), names - set(ENVIRONMENT_VARIABLES)

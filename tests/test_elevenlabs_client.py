@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from precall.deadline import Deadline, DeadlineExceeded
-from precall.elevenlabs_client import ElevenLabsClient, ElevenLabsError, parse_retry_after
+from sandbox.elevenlabs_server import detail, validation_detail
 from tests.conftest import API_KEY
-from tests.elevenlabs_server import detail, validation_detail
+from voiceclone.deadline import Deadline, DeadlineExceeded
+from voiceclone.elevenlabs_client import ElevenLabsClient, ElevenLabsError, parse_retry_after
 
 SAMPLE = b"RIFF" + bytes(4000)
 

@@ -8,9 +8,9 @@ import subprocess
 import sys
 import time
 
-from precall.clones import Clone
-from tests.conftest import API_KEY, AGENT_ID, json_body, post_signed, wait_until
-from tests.servers import ROOT
+from sandbox.processes import ROOT
+from tests.conftest import AGENT_ID, API_KEY, json_body, post_signed, wait_until
+from voiceclone.clones import Clone
 
 OURS = {"source": "precall-webhook", "type": "instant_clone", "conversation_id": "conv_old", "created_at": "2020-01-01T00:00:00Z"}
 

@@ -11,10 +11,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from precall import events
+from sandbox.processes import FunctionServer
+from sandbox.pubsub_emulator import create_topology
 from tests.conftest import AGENT_ID, API_KEY, SECRET, json_body, signature_header, wait_until
-from tests.pubsub_emulator import create_topology
-from tests.servers import FunctionServer
+from voiceclone import events
 
 pytestmark = pytest.mark.emulator
 OLD = (datetime.now(timezone.utc) - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -14,8 +14,8 @@ import sys
 import pytest
 import requests
 
+from sandbox.processes import ROOT, free_port
 from tests.conftest import wait_until
-from tests.servers import ROOT, free_port
 
 CONVERSATION = "conv_localstack1"
 

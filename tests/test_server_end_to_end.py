@@ -10,8 +10,8 @@ import time
 import pytest
 import requests
 
+from sandbox.processes import ROOT, FunctionServer
 from tests.conftest import API_KEY, SECRET, json_body, signature_header
-from tests.servers import ROOT, FunctionServer
 
 
 @pytest.fixture

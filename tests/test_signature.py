@@ -9,9 +9,9 @@ import pytest
 from elevenlabs.errors import BadRequestError
 from elevenlabs.webhooks_custom import WebhooksClient
 
-from precall.errors import InvalidSignature, SignatureExpired
 from precall.signature import compute_signature, sign, verify
 from tests.conftest import SECRET, json_body, post_signed, signature_header
+from voiceclone.errors import InvalidSignature, SignatureExpired
 
 BODY = json.dumps({"conversation_id": "conv_1", "voice_sample": {"data": "QUJD"}}).encode()
 

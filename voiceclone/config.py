@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .secrets import SecretReferenceError, SecretResolver
+from .secret_manager import SecretReferenceError, SecretResolver
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 DEFAULT_FIRST_MESSAGE_TEMPLATE = "Hallo {name}, fijn dat je belt!"

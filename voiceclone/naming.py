@@ -1,4 +1,4 @@
-"""Names, labels and greetings derived from a call (pure functions, SPEC 4.3 and 7)."""
+"""Voice names, labels and descriptions that mark a clone as this service's (pure, SPEC 4.3)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ MAX_VOICE_NAME_LENGTH = 100
 CLONE_SOURCE = "precall-webhook"
 CLONE_TYPE = "instant_clone"
 _NOT_NAME_CHARS = re.compile(r"[^\w-]", re.UNICODE)
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 # Caller part "C" + "_Clone_" + "YYYYMMDD_HHMMSS" + "_": what a conversation id leaves room for.
 MAX_CONVERSATION_SUFFIX_LENGTH = MAX_VOICE_NAME_LENGTH - len("C_Clone_20250101_000000_")
 
@@ -44,25 +43,6 @@ def clone_labels(conversation_id: str, agent_id: str, created_at: datetime) -> d
 
 def clone_description(conversation_id: str) -> str:
     return f"Instant clone for conversation {conversation_id}"
-
-
-def display_name(caller_name: str | None) -> str | None:
-    """The caller's name as spoken in the greeting: trimmed, no control characters."""
-    if caller_name is None:
-        return None
-    cleaned = " ".join(_CONTROL_CHARS.sub(" ", caller_name).split())[:80]
-    return cleaned or None
-
-
-def greeting(template: str, default: str, caller_name: str | None) -> str:
-    name = display_name(caller_name)
-    return template.format(name=name) if name else default
-
-
-def mask_name(caller_name: str | None) -> str | None:
-    """`Ivan` -> `I***`: enough to correlate logs, not enough to identify a caller."""
-    name = display_name(caller_name)
-    return f"{name[0]}***" if name else None
 
 
 def iso_utc(moment: datetime) -> str:

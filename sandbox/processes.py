@@ -1,12 +1,12 @@
-"""Start the real functions-framework server (and other processes) for end-to-end tests."""
+"""Start and stop local processes (the real functions-framework server) for the tests and `make run`."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
-import json
 import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path

@@ -4,7 +4,7 @@ Speaks the paths, multipart fields, status codes and error bodies of the ElevenL
 reference for the calls this service makes (`/v1/voices/add`, `/v1/voices/{id}`, `/v2/voices`,
 `/v1/convai/agents/{id}`, `/v1/convai/conversations/{id}`). Records every request; injects
 faults (status codes with ElevenLabs error bodies, `Retry-After`, delays, connection resets)
-and latency. Run standalone: `python -m tests.elevenlabs_server --port 8765`.
+and latency. Run standalone: `python -m sandbox.elevenlabs_server --port 8765`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 from werkzeug.formparser import MultiPartParser
 from werkzeug.http import parse_options_header
 
-from tests.servers import send_json
+from sandbox.processes import send_json
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 PREMADE_VOICES = [("21m00Tcm4TlvDq8ikWAM", "Rachel"), ("EXAVITQu4vr4xnSDxMaL", "Sarah")]

@@ -1,7 +1,8 @@
-"""Wiring: settings -> client, event sink, service, HTTP app and cleanup handler.
+"""Wiring, the one place that builds an instance: settings -> client, event sink, webhook app, cleanup.
 
-Built once per instance (process). With `VOICE_EVENTS_TOPIC` unset, events go to an
-in-process queue whose consumer is the same cleanup handler the Pub/Sub target runs.
+Used by both targets in `main.py` and by the operator CLIs. Built once per instance (process).
+With `VOICE_EVENTS_TOPIC` unset, events go to an in-process queue whose consumer is the same
+cleanup handler the Pub/Sub target runs.
 """
 
 from __future__ import annotations
@@ -12,14 +13,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from cleanup.handler import CleanupHandler
-
-from .clones import CloneInventory
-from .config import Settings, load_settings
-from .elevenlabs_client import ElevenLabsClient
-from .http_app import WebhookApp
-from .logs import configure_logging
-from .publisher import EventSink, LocalEventQueue, PubSubPublisher
-from .service import PrecallService
+from precall.http_app import WebhookApp
+from precall.service import PrecallService
+from voiceclone.config import Settings, load_settings
+from voiceclone.elevenlabs_client import ElevenLabsClient
+from voiceclone.logs import configure_logging
+from voiceclone.sinks import EventSink, LocalEventQueue, PubSubPublisher
 
 
 @dataclass
@@ -35,7 +34,7 @@ def build_runtime(settings: Settings, log_stream: Any = None) -> Runtime:
     configure_logging(settings.log_level, log_stream)
     client = ElevenLabsClient(settings.elevenlabs_base_url, settings.elevenlabs_api_key)
     now = lambda: datetime.now(timezone.utc)  # noqa: E731
-    cleanup = CleanupHandler(CloneInventory(client, settings.voice_clone_ttl_seconds, now), settings.voice_clone_auto_delete)
+    cleanup = CleanupHandler.for_settings(settings, client)
     sink: EventSink
     if settings.voice_events_topic:
         sink = PubSubPublisher(settings.voice_events_topic)

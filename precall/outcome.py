@@ -1,0 +1,21 @@
+"""What a pre-call produced: the clone, the greeting and whether the agent was updated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .payload import CallerInfo
+
+
+@dataclass(frozen=True)
+class CloneOutcome:
+    """What a pre-call produced; shared by duplicate webhooks of the same conversation."""
+
+    conversation_id: str
+    agent_id: str
+    voice_id: str
+    voice_name: str
+    agent_updated: bool
+    first_message: str
+    caller: CallerInfo
+    reused: bool
