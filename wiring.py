@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from cleanup.handler import CleanupHandler
+from precall.agent_overrides import AgentOverrides
+from precall.conversation_init import ConversationInit
 from precall.http_app import WebhookApp
 from precall.service import PrecallService
 from voiceclone.config import Settings, load_settings
@@ -41,7 +43,9 @@ def build_runtime(settings: Settings, log_stream: Any = None) -> Runtime:
     else:
         sink = LocalEventQueue(cleanup.handle)
     service = PrecallService(settings, client, sink, now)
-    return Runtime(settings, client, sink, WebhookApp(settings, service, sink), cleanup)
+    overrides = AgentOverrides(client)
+    init = ConversationInit(settings, service.prepared, service.inventory, overrides, service.caller_ref, now=now)
+    return Runtime(settings, client, sink, WebhookApp(settings, service, sink, init, overrides), cleanup)
 
 
 def runtime_from_env(env: Mapping[str, str], target: str | None) -> Runtime:

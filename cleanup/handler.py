@@ -66,18 +66,20 @@ class CleanupHandler:
         deadline = Deadline(HANDLER_DEADLINE_SECONDS)
         kind = event["event_type"]
         if kind == events.CALL_ENDED:
-            self._call_ended(event["conversation_id"], deadline)
+            self._call_ended(event["conversation_id"], events.related_ids(event), deadline)
         elif kind == events.VOICE_CREATED:
             self._voice_created(event["voice_id"], event["conversation_id"], deadline)
         else:
             self.sweep(deadline, apply=True)
 
-    def _call_ended(self, conversation_id: str, deadline: Deadline) -> None:
-        clones = self._inventory.for_conversation(conversation_id, deadline)
-        for clone in clones:
+    def _call_ended(self, conversation_id: str, related: list[str], deadline: Deadline) -> None:
+        """Delete the clones of the call and of each of its related ids (a clone prepared under the
+        call sid before ElevenLabs' conversation id existed goes with the call)."""
+        clones = {c.voice_id: c for cid in (conversation_id, *related) for c in self._inventory.for_conversation(cid, deadline)}
+        for clone in clones.values():
             self._inventory.delete(clone, deadline, reason="call_ended")
         log_event(_log, logging.INFO, "Call ended; its clones were deleted", "call_ended_processed",
-                  conversation_id=conversation_id, clones=len(clones))
+                  conversation_id=conversation_id, related_ids=related, clones=len(clones))
 
     def _voice_created(self, voice_id: str, conversation_id: str, deadline: Deadline) -> None:
         clone = self._inventory.get(voice_id, deadline)

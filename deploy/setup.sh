@@ -2,9 +2,10 @@
 # One-time (and re-runnable) Google Cloud setup for the pre-call voice-clone service.
 #
 #   ELEVENLABS_API_KEY=sk_... ELEVENLABS_WEBHOOK_SECRET=wsec_... ELEVENLABS_AGENT_ID=agent_... \
-#     deploy/setup.sh [--project P] [--region R] [--skip-build]
+#     [AGENT_UPDATE_MODE=override] [INIT_WEBHOOK_SECRET=...] deploy/setup.sh [--project P] [--region R] [--skip-build]
 #
-# Creates, each only if missing: the APIs, the Artifact Registry repository, the two secrets,
+# Creates, each only if missing: the APIs, the Artifact Registry repository, the three secrets
+# (the initiation-webhook header secret is generated when INIT_WEBHOOK_SECRET is not given),
 # least-privilege service accounts, the topic and its dead-letter topic; runs cloudbuild.yaml
 # (image + both Cloud Run services); then the authenticated push subscription to cleanup_voices,
 # the Cloud Scheduler sweep job, and prints the URLs to paste into ElevenLabs.
@@ -20,6 +21,8 @@ WEBHOOK_SERVICE=${WEBHOOK_SERVICE:-precall-webhook}
 CLEANUP_SERVICE=${CLEANUP_SERVICE:-precall-cleanup}
 API_KEY_SECRET=${API_KEY_SECRET:-elevenlabs-api-key}
 WEBHOOK_SECRET_NAME=${WEBHOOK_SECRET_NAME:-elevenlabs-webhook-secret}
+INIT_SECRET_NAME=${INIT_SECRET_NAME:-precall-init-webhook-secret}
+AGENT_UPDATE_MODE=${AGENT_UPDATE_MODE:-patch}
 SWEEP_SCHEDULE=${SWEEP_SCHEDULE:-*/30 * * * *}
 SKIP_BUILD=false
 
@@ -44,10 +47,12 @@ G=(gcloud --project "$PROJECT_ID" --quiet)
 
 step() { printf '\n== %s\n' "$*"; }
 
-ensure_secret() {  # name, value from the environment variable named by $2
+ensure_secret() {  # name, value from the environment variable named by $2; a new version only when it changed
   local name=$1 value=${!2:-}
   if "${G[@]}" secrets describe "$name" >/dev/null 2>&1; then
-    [ -z "$value" ] || printf '%s' "$value" | "${G[@]}" secrets versions add "$name" --data-file=- >/dev/null
+    [ -z "$value" ] && return 0
+    [ "$("${G[@]}" secrets versions access latest --secret="$name" 2>/dev/null || true)" = "$value" ] && return 0
+    printf '%s' "$value" | "${G[@]}" secrets versions add "$name" --data-file=- >/dev/null
   else
     [ -n "$value" ] || { echo "secret $name does not exist: set $2 to create it" >&2; exit 2; }
     printf '%s' "$value" | "${G[@]}" secrets create "$name" --replication-policy=automatic --data-file=- >/dev/null
@@ -74,12 +79,16 @@ step "Artifact Registry repository $REPOSITORY"
 step "Secrets (values never printed)"
 ensure_secret "$API_KEY_SECRET" ELEVENLABS_API_KEY
 ensure_secret "$WEBHOOK_SECRET_NAME" ELEVENLABS_WEBHOOK_SECRET
+if [ -z "${INIT_WEBHOOK_SECRET:-}" ] && ! "${G[@]}" secrets describe "$INIT_SECRET_NAME" >/dev/null 2>&1; then
+  INIT_WEBHOOK_SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')  # generated once, kept in Secret Manager
+fi
+ensure_secret "$INIT_SECRET_NAME" INIT_WEBHOOK_SECRET
 
 step "Service accounts, least privilege"
 ensure_sa precall-webhook "Pre-call webhook (Cloud Run)"
 ensure_sa precall-cleanup "Voice cleanup (Cloud Run)"
 ensure_sa precall-push "Pub/Sub push identity for voice cleanup"
-for secret in "$API_KEY_SECRET" "$WEBHOOK_SECRET_NAME"; do
+for secret in "$API_KEY_SECRET" "$WEBHOOK_SECRET_NAME" "$INIT_SECRET_NAME"; do
   "${G[@]}" secrets add-iam-policy-binding "$secret" --member="serviceAccount:$WEBHOOK_SA" \
     --role=roles/secretmanager.secretAccessor >/dev/null
 done
@@ -107,7 +116,7 @@ if [ "$SKIP_BUILD" = false ]; then
   done
   "${G[@]}" builds submit "$(dirname "$0")/.." --config="$(dirname "$0")/../cloudbuild.yaml" \
     --region="$REGION" \
-    --substitutions="_REGION=${REGION},_REPOSITORY=${REPOSITORY},_TOPIC=${TOPIC},_AGENT_ID=${ELEVENLABS_AGENT_ID:-},_WEBHOOK_SERVICE=${WEBHOOK_SERVICE},_CLEANUP_SERVICE=${CLEANUP_SERVICE},_API_KEY_SECRET=${API_KEY_SECRET},_WEBHOOK_SECRET_NAME=${WEBHOOK_SECRET_NAME}"
+    --substitutions="_REGION=${REGION},_REPOSITORY=${REPOSITORY},_TOPIC=${TOPIC},_AGENT_ID=${ELEVENLABS_AGENT_ID:-},_WEBHOOK_SERVICE=${WEBHOOK_SERVICE},_CLEANUP_SERVICE=${CLEANUP_SERVICE},_API_KEY_SECRET=${API_KEY_SECRET},_WEBHOOK_SECRET_NAME=${WEBHOOK_SECRET_NAME},_INIT_SECRET_NAME=${INIT_SECRET_NAME},_AGENT_UPDATE_MODE=${AGENT_UPDATE_MODE}"
 fi
 
 WEBHOOK_URL=$("${G[@]}" run services describe "$WEBHOOK_SERVICE" --region="$REGION" --format='value(status.url)')
@@ -150,7 +159,11 @@ else
     --attributes=event_type=sweep >/dev/null
 fi
 
-step "Done. Paste these into ElevenLabs (agent settings / workspace webhooks):"
-echo "  pre-call (conversation initiation) webhook: ${WEBHOOK_URL}/webhook"
-echo "  post-call webhook:                          ${WEBHOOK_URL}/post-call"
-echo "  health check:                               ${WEBHOOK_URL}/healthz"
+step "Done. Configure ElevenLabs (README: 'Connecting ElevenLabs'):"
+echo "  post-call webhook (workspace webhook, HMAC secret = ELEVENLABS_WEBHOOK_SECRET,"
+echo "    events: transcript and call initiation failure, not audio):   ${WEBHOOK_URL}/post-call"
+echo "  conversation initiation webhook (agent Security tab), request header X-Precall-Secret"
+echo "    with the value of: gcloud secrets versions access latest --secret=$INIT_SECRET_NAME"
+echo "                                                                   ${WEBHOOK_URL}/conversation-init"
+echo "  voice samples from your telephony side (signed, with call_sid): ${WEBHOOK_URL}/webhook"
+echo "  health check:                                                   ${WEBHOOK_URL}/healthz"

@@ -1,10 +1,12 @@
 """Developer CLI: send signed webhooks to a running service, exactly as ElevenLabs would.
 
-  python -m precall send SAMPLE.wav --name Ivan [--dob 11.12.2007] [--multipart] [--url URL]
-  python -m precall post-call CONVERSATION_ID [--type post_call_transcription] [--url URL]
+  python -m precall send SAMPLE.wav --name Ivan [--dob 11.12.2007] [--call-sid CA..] [--caller-id +31..] [--multipart]
+  python -m precall init --call-sid CA.. [--caller-id +31..]      (ElevenLabs' conversation-initiation webhook)
+  python -m precall post-call CONVERSATION_ID [--call-sid CA..] [--type post_call_transcription]
 
-The signing secret is ELEVENLABS_WEBHOOK_SECRET (the first one if several; `sm://` references
-are resolved) or --secret.
+All take --url (default http://127.0.0.1:8080). `send` and `post-call` sign with
+ELEVENLABS_WEBHOOK_SECRET (the first one if several; `sm://` references are resolved) or --secret;
+`init` sends INIT_WEBHOOK_SECRET (or --secret) in the INIT_WEBHOOK_HEADER header, as ElevenLabs does.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import requests
 
+from voiceclone.config import DEFAULT_INIT_WEBHOOK_HEADER
 from voiceclone.secret_manager import SecretResolver
 
 from .postcall import CALL_END_EVENT_TYPES
@@ -30,35 +33,35 @@ from .signature import SIGNATURE_HEADER, sign
 DEFAULT_URL = "http://127.0.0.1:8080"
 
 
-def _secret(args: argparse.Namespace) -> str:
-    raw = args.secret or os.environ.get("ELEVENLABS_WEBHOOK_SECRET", "")
+def _secret(args: argparse.Namespace, variable: str = "ELEVENLABS_WEBHOOK_SECRET") -> str:
+    raw = args.secret or os.environ.get(variable, "")
     if not raw:
-        raise SystemExit("no signing secret: set ELEVENLABS_WEBHOOK_SECRET or pass --secret")
+        raise SystemExit(f"no secret: set {variable} or pass --secret")
     resolved = SecretResolver(os.environ.get("GOOGLE_CLOUD_PROJECT")).resolve(raw.strip())
     return resolved.split(",")[0].strip()
 
 
-def build_precall(sample: bytes, filename: str, conversation_id: str, agent_id: str | None, name: str | None,
-                  dob: str | None, multipart: bool) -> tuple[bytes, str]:
-    """The request body ElevenLabs would send, and its Content-Type."""
+def build_precall(sample: bytes, filename: str, conversation_id: str | None, agent_id: str | None, name: str | None,
+                  dob: str | None, multipart: bool, call_sid: str | None = None,
+                  caller_id: str | None = None) -> tuple[bytes, str]:
+    """The request body the sending side posts to `/webhook`, and its Content-Type."""
     metadata = {k: v for k, v in (("name", name), ("date_of_birth", dob)) if v}
+    linked = {k: v for k, v in (("conversation_id", conversation_id), ("agent_id", agent_id), ("call_sid", call_sid),
+                                ("caller_id", caller_id)) if v}
     if multipart:
-        fields: dict[str, str] = {"conversation_id": conversation_id, "caller_metadata": json.dumps(metadata)}
-        if agent_id:
-            fields["agent_id"] = agent_id
+        fields: dict[str, str] = {**linked, "caller_metadata": json.dumps(metadata)}
         prepared = requests.Request("POST", "http://localhost/webhook", data=fields,
                                     files={"voice_sample": (filename, sample, "application/octet-stream")}).prepare()
         return prepared.body, prepared.headers["Content-Type"]
-    document: dict[str, Any] = {"conversation_id": conversation_id,
-                                "voice_sample": {"data": base64.b64encode(sample).decode(), "filename": filename},
+    document: dict[str, Any] = {**linked, "voice_sample": {"data": base64.b64encode(sample).decode(), "filename": filename},
                                 "caller_metadata": metadata}
-    if agent_id:
-        document["agent_id"] = agent_id
     return json.dumps(document).encode(), "application/json"
 
 
-def _post(url: str, body: bytes, content_type: str, secret: str, timeout: float) -> requests.Response:
-    headers = {"Content-Type": content_type, SIGNATURE_HEADER: sign(body, secret, int(time.time()))}
+def _post(url: str, body: bytes, content_type: str, secret: str, timeout: float,
+          headers: dict[str, str] | None = None) -> requests.Response:
+    headers = headers or {SIGNATURE_HEADER: sign(body, secret, int(time.time()))}
+    headers["Content-Type"] = content_type
     done = threading.Event()
     if sys.stderr.isatty():
         threading.Thread(target=_progress, args=(done, url), daemon=True).start()
@@ -85,15 +88,28 @@ def _print(response: requests.Response) -> int:
 
 def cmd_send(args: argparse.Namespace) -> int:
     path = Path(args.sample)
-    body, content_type = build_precall(path.read_bytes(), path.name, args.conversation_id or f"conv_{uuid.uuid4().hex[:12]}",
-                                       args.agent_id, args.name, args.dob, args.multipart)
+    conversation_id = args.conversation_id or (None if args.call_sid else f"conv_{uuid.uuid4().hex[:12]}")
+    body, content_type = build_precall(path.read_bytes(), path.name, conversation_id, args.agent_id, args.name, args.dob,
+                                       args.multipart, args.call_sid, args.caller_id)
     return _print(_post(args.url.rstrip("/") + "/webhook", body, content_type, _secret(args), args.timeout))
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """What ElevenLabs sends when a Twilio or SIP call reaches the agent (SPEC 4.6)."""
+    body = json.dumps({"caller_id": args.caller_id or "", "agent_id": args.agent_id or "",
+                       "called_number": args.called_number, "call_sid": args.call_sid}).encode()
+    header = os.environ.get("INIT_WEBHOOK_HEADER", "").strip() or DEFAULT_INIT_WEBHOOK_HEADER
+    secret = _secret(args, "INIT_WEBHOOK_SECRET").split(",")[0].strip()
+    return _print(_post(args.url.rstrip("/") + "/conversation-init", body, "application/json", secret, args.timeout,
+                        headers={header: secret}))
+
+
 def cmd_post_call(args: argparse.Namespace) -> int:
-    body = json.dumps({"type": args.type, "event_timestamp": int(time.time()),
-                       "data": {"conversation_id": args.conversation_id, "agent_id": args.agent_id,
-                                "status": "done"}}).encode()
+    data: dict[str, Any] = {"conversation_id": args.conversation_id, "agent_id": args.agent_id, "status": "done"}
+    if args.call_sid:
+        data["metadata"] = {"phone_call": {"type": "twilio", "direction": "inbound", "call_sid": args.call_sid}}
+        data["conversation_initiation_client_data"] = {"dynamic_variables": {"system__call_sid": args.call_sid}}
+    body = json.dumps({"type": args.type, "event_timestamp": int(time.time()), "data": data}).encode()
     return _print(_post(args.url.rstrip("/") + "/post-call", body, "application/json", _secret(args), args.timeout))
 
 
@@ -114,12 +130,22 @@ def main(argv: list[str] | None = None) -> int:
     send.add_argument("--dob", help="caller date of birth")
     send.add_argument("--conversation-id", help="default: a new conv_... id")
     send.add_argument("--multipart", action="store_true", help="multipart/form-data instead of JSON")
+    send.add_argument("--call-sid", help="the call's Twilio CallSid / SIP X-CALL-ID (two-step flow)")
+    send.add_argument("--caller-id", help="the caller's phone number (kept only as a keyed hash)")
     common(send)
     send.set_defaults(func=cmd_send)
+
+    init = commands.add_parser("init", help="send ElevenLabs' conversation-initiation webhook for a call")
+    init.add_argument("--call-sid", required=True, help="the call's CallSid (as given to `send --call-sid`)")
+    init.add_argument("--caller-id", help="the caller's phone number")
+    init.add_argument("--called-number", default="+31201234567", help="the number that was called")
+    common(init)
+    init.set_defaults(func=cmd_init)
 
     post_call = commands.add_parser("post-call", help="send a signed post-call webhook (the call ended)")
     post_call.add_argument("conversation_id")
     post_call.add_argument("--type", default="post_call_transcription", choices=CALL_END_EVENT_TYPES)
+    post_call.add_argument("--call-sid", help="the call's CallSid, reported as ElevenLabs does (metadata.phone_call)")
     common(post_call)
     post_call.set_defaults(func=cmd_post_call)
 

@@ -1,4 +1,4 @@
-"""HTTP routing for the `precall_webhook` target: `/webhook`, `/post-call`, `/healthz`.
+"""HTTP routing for the `precall_webhook` target: `/webhook`, `/conversation-init`, `/post-call`, `/healthz`.
 
 Order of checks on a webhook: body size (before reading it whole), signature over the raw
 bytes, parsing, audio validation, then the ElevenLabs calls. Every failure becomes the JSON
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -32,6 +33,8 @@ from voiceclone.logs import get_logger, log_event, set_trace
 from voiceclone.sinks import EventSink
 
 from . import signature
+from .agent_overrides import AgentOverrides
+from .conversation_init import MAX_INIT_BODY_BYTES, ConversationInit
 from .greeting import mask_name
 from .payload import parse_request, peek_conversation_id
 from .postcall import parse_post_call
@@ -40,7 +43,7 @@ from .service import PrecallService
 
 # Cloud Run's request size limit; post_call_audio events carry the whole call's audio.
 POST_CALL_MAX_BYTES = 32 * 1024 * 1024
-_ROUTES = {"/webhook": ("POST",), "/post-call": ("POST",), "/healthz": ("GET", "HEAD")}
+_ROUTES = {"/webhook": ("POST",), "/conversation-init": ("POST",), "/post-call": ("POST",), "/healthz": ("GET", "HEAD")}
 _log = get_logger("http")
 
 
@@ -50,14 +53,28 @@ class WebhookApp:
         settings: Settings,
         service: PrecallService,
         sink: EventSink,
+        conversation_init: ConversationInit,
+        overrides: AgentOverrides,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._service = service
         self._sink = sink
+        self._conversation_init = conversation_init
+        self._overrides = overrides
         self._wall_clock = wall_clock
+        self._warm_pid: int | None = None
+
+    def warm_up(self) -> None:
+        """Read the default agent's override settings ahead of the first call, once per process
+        (after gunicorn's fork: a thread or socket of the parent would not serve the worker)."""
+        if self._warm_pid != os.getpid():
+            self._warm_pid = os.getpid()
+            if self._settings.default_agent_id:
+                self._overrides.prefetch(self._settings.default_agent_id)
 
     def __call__(self, request: flask.Request) -> flask.Response:
+        self.warm_up()
         set_trace(request.headers.get("X-Cloud-Trace-Context"), self._settings.google_cloud_project)
         path = request.path.rstrip("/") or "/"
         conversation: dict[str, str | None] = {"id": None}
@@ -74,6 +91,8 @@ class WebhookApp:
                                        "events": self._sink.kind}, 200)
             if path == "/post-call":
                 return self._post_call(request)
+            if path == "/conversation-init":
+                return self._init(request)
             return self._precall(request, conversation)
         except ServiceError as error:
             return _json_response(error_body(error, conversation["id"]), error.http_status)
@@ -101,16 +120,27 @@ class WebhookApp:
                   reused=outcome.reused, caller_name=mask_name(parsed.caller.name), processing_time_ms=elapsed_ms)
         return _json_response(success_body(outcome, self._settings, elapsed_ms), 200)
 
+    def _init(self, request: flask.Request) -> flask.Response:
+        body = _read_body(request, MAX_INIT_BODY_BYTES)
+        try:
+            self._conversation_init.authenticate(request, body)
+        except InvalidSignature as error:
+            log_event(_log, logging.WARNING, "Conversation initiation webhook rejected", "signature_rejected",
+                      path="/conversation-init", reason=error.code)
+            raise
+        return _json_response(self._conversation_init.answer(body), 200)
+
     def _post_call(self, request: flask.Request) -> flask.Response:
         body = _read_body(request, POST_CALL_MAX_BYTES)
         self._verify(request, body, "/post-call")
         event = parse_post_call(body)
         if event is None:
             return _json_response({"status": "ignored"}, 200)
-        published = self._sink.publish(events.call_ended(event.conversation_id, event.agent_id, datetime.now(timezone.utc)))
+        published = self._sink.publish(events.call_ended(event.conversation_id, event.agent_id, datetime.now(timezone.utc),
+                                                         event.related_ids))
         log_event(_log, logging.INFO, "Post-call webhook received", "post_call_received",
                   conversation_id=event.conversation_id, agent_id=event.agent_id, webhook_type=event.event_type,
-                  published=published)
+                  related_ids=list(event.related_ids), published=published)
         return _json_response({"status": "accepted", "conversation_id": event.conversation_id}, 200)
 
     def _verify(self, request: flask.Request, body: bytes, path: str) -> None:

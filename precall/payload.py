@@ -21,6 +21,7 @@ from voiceclone.errors import InvalidPayload, MissingVoiceSample, SampleTooLarge
 from voiceclone.naming import MAX_CONVERSATION_SUFFIX_LENGTH, conversation_suffix
 
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_PHONE_PATTERN = re.compile(r"\+?[0-9][0-9 ().-]{2,31}")
 _WHITESPACE = re.compile(rb"\s+")
 # Where a plain (escape-free) JSON string value of a "data" key starts.
 _DATA_VALUE = re.compile(rb'"data"\s*:\s*"')
@@ -46,10 +47,15 @@ class VoiceSample:
 
 @dataclass(frozen=True)
 class PrecallRequest:
+    """`call_sid` links a sample sent before the call to ElevenLabs' initiation webhook; `caller_id`
+    (a phone number) is only ever used to compute `caller_ref`, never stored or logged."""
+
     conversation_id: str
     agent_id: str
     sample: VoiceSample
     caller: CallerInfo
+    call_sid: str | None = None
+    caller_id: str | None = None
 
 
 def peek_conversation_id(body: bytes, content_type: str | None) -> str | None:
@@ -71,7 +77,9 @@ def parse_request(body: bytes, content_type: str | None, default_agent_id: str |
 
 def parse_json(body: bytes, default_agent_id: str | None, max_sample_bytes: int) -> PrecallRequest:
     document, encoded = _load_json_without_sample(body)
-    conversation_id = _conversation_id(document.get("conversation_id"))
+    call_sid = _call_sid(document.get("call_sid"))
+    conversation_id = _conversation_id(document.get("conversation_id"), call_sid)
+    caller_id = _caller_id(document.get("caller_id"))
     agent_id = _agent_id(document.get("agent_id"), default_agent_id)
     caller = _caller(document.get("caller_metadata"), None, None)
     sample = document.get("voice_sample")
@@ -96,6 +104,8 @@ def parse_json(body: bytes, default_agent_id: str | None, max_sample_bytes: int)
         VoiceSample(data, _optional_text(sample.get("filename"), "voice_sample.filename"),
                     _optional_text(sample.get("content_type"), "voice_sample.content_type")),
         caller,
+        call_sid,
+        caller_id,
     )
 
 
@@ -145,7 +155,9 @@ def parse_multipart(body: bytes, content_type: str, default_agent_id: str | None
         form, files = parser.parse(io.BytesIO(body), boundary, len(body))
     except ValueError:
         raise InvalidPayload("Malformed multipart body") from None
-    conversation_id = _conversation_id(form.get("conversation_id"))
+    call_sid = _call_sid(form.get("call_sid"))
+    conversation_id = _conversation_id(form.get("conversation_id"), call_sid)
+    caller_id = _caller_id(form.get("caller_id"))
     agent_id = _agent_id(form.get("agent_id"), default_agent_id)
     metadata: Any = None
     if form.get("caller_metadata"):
@@ -162,7 +174,8 @@ def parse_multipart(body: bytes, content_type: str, default_agent_id: str | None
         raise MissingVoiceSample("multipart part 'voice_sample' is empty")
     if len(data) > max_sample_bytes:
         raise SampleTooLarge(f"Voice sample is larger than {max_sample_bytes} bytes")
-    return PrecallRequest(conversation_id, agent_id, VoiceSample(data, upload.filename, upload.mimetype or None), caller)
+    return PrecallRequest(conversation_id, agent_id, VoiceSample(data, upload.filename, upload.mimetype or None), caller,
+                          call_sid, caller_id)
 
 
 def _memory_stream(*_args: Any, **_kwargs: Any) -> io.BytesIO:
@@ -189,9 +202,32 @@ def _decode_base64(encoded: memoryview, max_sample_bytes: int) -> bytes:
     return data
 
 
-def _conversation_id(value: Any) -> str:
+def _call_sid(value: Any) -> str | None:
+    """The telephony call id (Twilio CallSid, SIP X-CALL-ID): it becomes a conversation id and a
+    voice-name suffix, so it follows the same character rules."""
     if value is None or value == "":
-        raise InvalidPayload("conversation_id is required")
+        return None
+    if not isinstance(value, str) or not _ID_PATTERN.fullmatch(value):
+        raise InvalidPayload("call_sid must be letters, digits, '-' or '_'")
+    if len(conversation_suffix(value)) > MAX_CONVERSATION_SUFFIX_LENGTH:
+        raise InvalidPayload("call_sid is too long")
+    return value
+
+
+def _caller_id(value: Any) -> str | None:
+    """A phone number (E.164 expected; spaces, dots, dashes and brackets tolerated)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _PHONE_PATTERN.fullmatch(value):
+        raise InvalidPayload("caller_id must be a phone number such as +31612345678")
+    return value
+
+
+def _conversation_id(value: Any, call_sid: str | None = None) -> str:
+    if (value is None or value == "") and call_sid is not None:
+        return call_sid
+    if value is None or value == "":
+        raise InvalidPayload("conversation_id is required (or call_sid)")
     if not isinstance(value, str) or not _ID_PATTERN.fullmatch(value):
         raise InvalidPayload("conversation_id must be letters, digits, '-' or '_'")
     if len(conversation_suffix(value)) > MAX_CONVERSATION_SUFFIX_LENGTH:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -13,19 +14,22 @@ from voiceclone import events
 from voiceclone.clones import CloneInventory
 from voiceclone.config import Settings
 from voiceclone.deadline import Deadline, DeadlineExceeded
-from voiceclone.elevenlabs_client import ElevenLabsClient, ElevenLabsError
+from voiceclone.elevenlabs_client import ElevenLabsClient, ElevenLabsError, NewVoice
 from voiceclone.errors import UpstreamTimeout, VoiceCloningFailed
 from voiceclone.logs import get_logger, log_event
-from voiceclone.naming import clone_description, clone_labels, voice_name
+from voiceclone.naming import caller_ref, clone_description, clone_labels, voice_name
 from voiceclone.sinks import EventSink
 
 from . import audio
 from .greeting import greeting, mask_name
 from .outcome import CloneOutcome
 from .payload import PrecallRequest
+from .prepared_clones import PreparedClone, PreparedClones
 from .single_flight import SingleFlight
 
 _log = get_logger("service")
+# Two PATCHes of one agent for different calls closer than this probably overlap a live call.
+AGENT_PATCH_OVERLAP_SECONDS = 600.0
 
 
 class VoiceLimitReached(VoiceCloningFailed):
@@ -46,6 +50,17 @@ class PrecallService:
         self._now = now
         self._inventory = CloneInventory(client, settings.voice_clone_ttl_seconds, now)
         self._flights: SingleFlight[CloneOutcome] = SingleFlight()
+        self.prepared = PreparedClones()
+        self._last_patch: dict[str, tuple[float, str]] = {}
+        self._patch_lock = threading.Lock()
+
+    @property
+    def inventory(self) -> CloneInventory:
+        return self._inventory
+
+    def caller_ref(self, caller_id: str | None) -> str | None:
+        """The keyed hash that stands for a phone number (SPEC 4.1); None without a number."""
+        return caller_ref(self._settings.webhook_secrets[0], caller_id) if caller_id else None
 
     def validate_sample(self, request: PrecallRequest) -> tuple[bytes, audio.AudioFormat]:
         """Format from the bytes and measured duration; trimmed if configured."""
@@ -67,6 +82,8 @@ class PrecallService:
 
     def _clone_and_update(self, request: PrecallRequest, sample: bytes, fmt: audio.AudioFormat, deadline: Deadline) -> CloneOutcome:
         voice_id, name, reused = self._clone(request, sample, fmt, deadline)
+        self.prepared.remember(PreparedClone(voice_id, name, request.conversation_id, request.caller.name,
+                                             self.caller_ref(request.caller_id), self._now()))
         first_message = greeting(self._settings.first_message_template, self._settings.first_message_default, request.caller.name)
         agent_updated = self._settings.patches_agent and self._update_agent(request, voice_id, first_message, deadline)
         return CloneOutcome(request.conversation_id, request.agent_id, voice_id, name, agent_updated,
@@ -93,19 +110,40 @@ class PrecallService:
                   sample_bytes=len(sample), sample_format=fmt.name)
         clone_started = time.monotonic()
         try:
-            voice_id = self._add_voice(request, sample, fmt, name, created_at, deadline)
+            voice = self._add_voice(request, sample, fmt, name, created_at, deadline)
         except VoiceLimitReached as limit:
             self._free_slot(conversation_id, deadline, limit)
-            voice_id = self._add_voice(request, sample, fmt, name, created_at, deadline)  # once, no more
+            voice = self._add_voice(request, sample, fmt, name, created_at, deadline)  # once, no more
+        voice_id = voice.voice_id
+        if voice.requires_verification:
+            self._discard_unverified(request, voice_id, name, created_at, deadline)
         log_event(_log, logging.INFO, "Voice cloned successfully", "voice_clone_success",
                   conversation_id=conversation_id, voice_id=voice_id,
                   clone_ms=round((time.monotonic() - clone_started) * 1000))
         self._sink.publish(events.voice_created(voice_id, name, conversation_id, request.agent_id, created_at))
         return voice_id, name, False
 
+    def _discard_unverified(self, request: PrecallRequest, voice_id: str, name: str, created_at: datetime,
+                            deadline: Deadline) -> None:
+        """A clone held for verification (the sample matched a protected voice) cannot speak: delete
+        it at once so it takes no slot; if that fails, hand it to the lifecycle like any clone."""
+        try:
+            self._client.delete_voice(voice_id, deadline)
+            deleted = True
+        except (ElevenLabsError, DeadlineExceeded):
+            deleted = False
+            self._sink.publish(events.voice_created(voice_id, name, request.conversation_id, request.agent_id, created_at))
+        log_event(_log, logging.ERROR, "ElevenLabs requires verification for this clone; it cannot be used",
+                  "voice_clone_failed", conversation_id=request.conversation_id, voice_id=voice_id,
+                  reason="requires_verification", deleted=deleted)
+        raise VoiceCloningFailed(
+            "ElevenLabs could not clone the voice: the sample matches a protected voice and the clone requires "
+            "verification before use, so it cannot be used for this call" + (" (the clone was deleted)" if deleted else ""))
+
     def _add_voice(self, request: PrecallRequest, sample: bytes, fmt: audio.AudioFormat, name: str,
-                   created_at: datetime, deadline: Deadline) -> str:
+                   created_at: datetime, deadline: Deadline) -> NewVoice:
         conversation_id = request.conversation_id
+        reference = self.caller_ref(request.caller_id)
 
         def already_cloned() -> str | None:
             try:
@@ -117,8 +155,8 @@ class PrecallService:
         try:
             return self._client.add_voice(
                 name=name, sample=sample, filename=f"{_file_stem(request)}.{fmt.extension}", mime_type=fmt.mime_type,
-                description=clone_description(conversation_id),
-                labels=clone_labels(conversation_id, request.agent_id, created_at),
+                description=clone_description(conversation_id, reference),
+                labels=clone_labels(conversation_id, request.agent_id, created_at, reference),
                 remove_background_noise=self._settings.remove_background_noise,
                 deadline=deadline, already_done=already_cloned,
             )
@@ -129,7 +167,7 @@ class PrecallService:
         except ElevenLabsError as exc:
             log_event(_log, logging.ERROR, "Voice cloning failed", "voice_clone_failed",
                       conversation_id=conversation_id, status=exc.status, elevenlabs_code=exc.code, reason=exc.message)
-            if exc.code == "voice_limit_reached":
+            if exc.has("voice_limit_reached"):
                 raise VoiceLimitReached(f"ElevenLabs could not clone the voice: {exc.message}") from None
             raise VoiceCloningFailed(f"ElevenLabs could not clone the voice: {exc.message}") from None
 
@@ -145,6 +183,7 @@ class PrecallService:
             raise VoiceCloningFailed(f"{limit.message} (no clone of a finished call could be freed)")
 
     def _update_agent(self, request: PrecallRequest, voice_id: str, first_message: str, deadline: Deadline) -> bool:
+        self._warn_on_patch_overlap(request)
         try:
             self._client.update_agent(request.agent_id, first_message=first_message, voice_id=voice_id, deadline=deadline)
         except (ElevenLabsError, DeadlineExceeded) as exc:
@@ -155,6 +194,21 @@ class PrecallService:
         log_event(_log, logging.INFO, "Agent updated successfully", "agent_update_success",
                   conversation_id=request.conversation_id, agent_id=request.agent_id, voice_id=voice_id)
         return True
+
+
+    def _warn_on_patch_overlap(self, request: PrecallRequest) -> None:
+        """`patch` mode edits one shared agent per call: two calls close together can hear each
+        other's voice. Say so where it happens; the two-step flow (`override`) has no such race."""
+        now = time.monotonic()
+        with self._patch_lock:
+            previous = self._last_patch.get(request.agent_id)
+            self._last_patch[request.agent_id] = (now, request.conversation_id)
+        if previous is not None and previous[1] != request.conversation_id and now - previous[0] < AGENT_PATCH_OVERLAP_SECONDS:
+            log_event(_log, logging.WARNING,
+                      "Agent PATCHed for two calls within minutes: the earlier call may now speak with this caller's "
+                      "voice. Use AGENT_UPDATE_MODE=override with /conversation-init to avoid it.",
+                      "agent_patch_overlap", agent_id=request.agent_id, conversation_id=request.conversation_id,
+                      previous_conversation_id=previous[1], seconds_since_previous=round(now - previous[0], 1))
 
 
 def _file_stem(request: PrecallRequest) -> str:

@@ -25,6 +25,7 @@ from sandbox.processes import FunctionServer, free_port  # noqa: E402
 from sandbox.pubsub_emulator import PubSubEmulator, create_topology, emulator_available  # noqa: E402
 
 LOCAL_WEBHOOK_SECRET = "local-dev-webhook-secret"
+LOCAL_INIT_SECRET = "local-dev-init-secret"
 SANDBOX_API_KEY = "sandbox"
 SANDBOX_AGENT_ID = "agent_local_sandbox"
 
@@ -61,13 +62,17 @@ def main() -> int:
         started.append(webhook)
         webhook.start()
 
-        print(f"precall_webhook  {webhook.url}/webhook   {webhook.url}/post-call   {webhook.url}/healthz")
+        print(f"precall_webhook  {webhook.url}/webhook   {webhook.url}/conversation-init   {webhook.url}/post-call   "
+              f"{webhook.url}/healthz")
         print(f"cleanup_voices   {cleanup.url}/")
         print(f"events           {events_line}")
         print(f"logs             {webhook.log_path}  {cleanup.log_path}")
         secret = LOCAL_WEBHOOK_SECRET if env["ELEVENLABS_WEBHOOK_SECRET"] == LOCAL_WEBHOOK_SECRET else "$ELEVENLABS_WEBHOOK_SECRET"
+        init_secret = LOCAL_INIT_SECRET if env["INIT_WEBHOOK_SECRET"] == LOCAL_INIT_SECRET else "$INIT_WEBHOOK_SECRET"
         print(f"try              ELEVENLABS_WEBHOOK_SECRET={secret} .venv/bin/python -m precall send SAMPLE.wav "
               f"--name Ivan --url {webhook.url}")
+        print(f"two-step         ... send SAMPLE.wav --name Ivan --call-sid CA123 --url {webhook.url}, then "
+              f"INIT_WEBHOOK_SECRET={init_secret} .venv/bin/python -m precall init --call-sid CA123 --url {webhook.url}")
         print("READY (Ctrl-C stops everything)", flush=True)
         while not stopping.wait(0.5):
             for server in (webhook, cleanup):
@@ -83,6 +88,7 @@ def main() -> int:
 
 def _base_env(started: list) -> dict[str, str]:
     env = {"ELEVENLABS_WEBHOOK_SECRET": os.environ.get("ELEVENLABS_WEBHOOK_SECRET") or LOCAL_WEBHOOK_SECRET,
+           "INIT_WEBHOOK_SECRET": os.environ.get("INIT_WEBHOOK_SECRET") or LOCAL_INIT_SECRET,
            "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO")}
     if os.environ.get("ELEVENLABS_API_KEY"):
         print("live mode: using the real ElevenLabs API with your ELEVENLABS_API_KEY")

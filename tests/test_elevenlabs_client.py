@@ -25,7 +25,7 @@ def make(fake, **kwargs) -> tuple[ElevenLabsClient, Sleeps]:
 def add(client: ElevenLabsClient, deadline: float = 10.0, already_done=None) -> str:
     return client.add_voice(name="V", sample=SAMPLE, filename="a.wav", mime_type="audio/wav", description="d",
                             labels={"type": "instant_clone"}, remove_background_noise=False,
-                            deadline=Deadline(deadline), already_done=already_done)
+                            deadline=Deadline(deadline), already_done=already_done).voice_id
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503])

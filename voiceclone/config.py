@@ -6,6 +6,7 @@ one line on stderr and a non-zero exit, so a misconfigured instance never serves
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,7 +25,9 @@ ENVIRONMENT_VARIABLES = (
     "MAX_SAMPLE_BYTES", "MIN_SAMPLE_SECONDS", "CLONE_SAMPLE_MAX_SECONDS", "REMOVE_BACKGROUND_NOISE",
     "REQUEST_DEADLINE_SECONDS", "VOICE_EVENTS_TOPIC", "VOICE_CLONE_AUTO_DELETE", "VOICE_CLONE_TTL_SECONDS",
     "DEBUG_SAMPLE_DIR", "LOG_LEVEL", "PUBSUB_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT",
+    "INIT_WEBHOOK_SECRET", "INIT_WEBHOOK_HEADER", "INIT_DYNAMIC_VARIABLES", "PREPARED_CLONE_MAX_AGE_SECONDS",
 )
+DEFAULT_INIT_WEBHOOK_HEADER = "X-Precall-Secret"
 
 
 class ConfigError(ValueError):
@@ -56,6 +59,10 @@ class Settings:
     debug_sample_dir: str | None = None
     log_level: str = "INFO"
     google_cloud_project: str | None = None
+    init_webhook_secrets: tuple[str, ...] = ()
+    init_webhook_header: str = DEFAULT_INIT_WEBHOOK_HEADER
+    init_dynamic_variables: tuple[tuple[str, str], ...] = ()
+    prepared_clone_max_age_seconds: int = 900
 
     @property
     def max_body_bytes(self) -> int:
@@ -81,9 +88,10 @@ def load_settings(
     resolver = resolver or SecretResolver(project)
     api_key = _secret(env, "ELEVENLABS_API_KEY", resolver, required=True)
     secret_text = _secret(env, "ELEVENLABS_WEBHOOK_SECRET", resolver, required=require_webhook_secret)
-    secrets = tuple(s.strip() for s in secret_text.split(",") if s.strip())
+    secrets = _split(secret_text)
     if require_webhook_secret and not secrets:
         raise ConfigError("ELEVENLABS_WEBHOOK_SECRET", "is required")
+    init_secrets = _split(_secret(env, "INIT_WEBHOOK_SECRET", resolver, required=False)) if require_webhook_secret else ()
 
     template = env.get("FIRST_MESSAGE_TEMPLATE", DEFAULT_FIRST_MESSAGE_TEMPLATE)
     try:
@@ -125,7 +133,44 @@ def load_settings(
         debug_sample_dir=_optional(env, "DEBUG_SAMPLE_DIR"),
         log_level=log_level,
         google_cloud_project=project,
+        init_webhook_secrets=init_secrets,
+        init_webhook_header=_header_name(env),
+        init_dynamic_variables=_dynamic_variables(env),
+        prepared_clone_max_age_seconds=_int(env, "PREPARED_CLONE_MAX_AGE_SECONDS", 900, minimum=1),
     )
+
+
+def _split(secret_text: str) -> tuple[str, ...]:
+    """Comma-separated secrets (rotation: old and new both accepted while ElevenLabs switches)."""
+    return tuple(part.strip() for part in secret_text.split(",") if part.strip())
+
+
+def _header_name(env: Mapping[str, str]) -> str:
+    name = env.get("INIT_WEBHOOK_HEADER", "").strip() or DEFAULT_INIT_WEBHOOK_HEADER
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", name):
+        raise ConfigError("INIT_WEBHOOK_HEADER", "must be an HTTP header name (letters, digits, '-')")
+    return name
+
+
+def _dynamic_variables(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """INIT_DYNAMIC_VARIABLES: a JSON object of defaults; values become strings (ElevenLabs wants them)."""
+    raw = env.get("INIT_DYNAMIC_VARIABLES", "").strip()
+    if not raw:
+        return ()
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        raise ConfigError("INIT_DYNAMIC_VARIABLES", "must be a JSON object") from None
+    if not isinstance(document, dict):
+        raise ConfigError("INIT_DYNAMIC_VARIABLES", "must be a JSON object")
+    variables = []
+    for key, value in document.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", key) or key.startswith("system__"):
+            raise ConfigError("INIT_DYNAMIC_VARIABLES", f"{key!r} is not a dynamic variable name you may set")
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError("INIT_DYNAMIC_VARIABLES", f"{key!r} must be a string, number or boolean")
+        variables.append((key, value if isinstance(value, str) else json.dumps(value)))
+    return tuple(variables)
 
 
 def _optional(env: Mapping[str, str], name: str) -> str | None:

@@ -13,7 +13,9 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -23,33 +25,59 @@ from .deadline import Deadline, DeadlineExceeded
 USER_AGENT = "precall-voice-clone/1.0"
 
 
-class ElevenLabsError(Exception):
-    """ElevenLabs answered with an error (or could not be reached after all retries)."""
+@dataclass(frozen=True)
+class NewVoice:
+    voice_id: str
+    requires_verification: bool
 
-    def __init__(self, status: int | None, code: str | None, message: str) -> None:
+
+class ElevenLabsError(Exception):
+    """ElevenLabs answered with an error (or could not be reached after all retries).
+
+    `codes` holds both the current `detail.code` and the legacy `detail.status`: they can differ
+    (no cloning on the plan: `paid_plan_required` / `can_not_use_instant_voice_cloning`), so a
+    known condition is recognised by `has()`. Only the HTTP status decides retries.
+    """
+
+    def __init__(self, status: int | None, code: str | None, message: str, codes: frozenset[str] = frozenset()) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.codes = codes | ({code} if code else set())
+
+    def has(self, *codes: str) -> bool:
+        return not self.codes.isdisjoint(codes)
 
     @property
     def retryable(self) -> bool:
         return self.status is None or self.status == 429 or self.status >= 500
 
+    @property
+    def means_not_found(self) -> bool:
+        """A missing voice/conversation: `404`, or `400 voice_not_found` as some endpoints answer."""
+        return self.status == 404 or (self.status == 400 and self.has(*NOT_FOUND_CODES))
+
+
+NOT_FOUND_CODES = ("voice_not_found", "voice_does_not_exist", "conversation_not_found", "not_found")
+
 
 def error_from_response(response: requests.Response) -> ElevenLabsError:
-    """Turn ElevenLabs' error body into one readable line.
+    """Turn ElevenLabs' error body into one readable line and its codes.
 
-    ElevenLabs sends `{"detail": {"status": "...", "message": "..."}}` for API errors and
-    `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}` for validation errors.
+    API errors: `{"detail": {"type", "code", "message", "status"}}` (`status` is the legacy
+    field; older bodies carry only `status` and `message`). Validation errors (FastAPI):
+    `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}`.
     """
     code: str | None = None
+    codes: set[str] = set()
     try:
         detail = response.json().get("detail")
     except (ValueError, AttributeError):
         detail = None
     if isinstance(detail, dict):
-        code = detail.get("status") if isinstance(detail.get("status"), str) else None
+        codes = {detail[k] for k in ("code", "status") if isinstance(detail.get(k), str) and detail[k]}
+        code = next((detail[k] for k in ("code", "status") if isinstance(detail.get(k), str) and detail[k]), None)
         message = str(detail.get("message") or code or "")
     elif isinstance(detail, list):
         parts = []
@@ -63,7 +91,7 @@ def error_from_response(response: requests.Response) -> ElevenLabsError:
         message = detail
     else:
         message = response.text[:200].strip()
-    return ElevenLabsError(response.status_code, code, message or f"HTTP {response.status_code}")
+    return ElevenLabsError(response.status_code, code, message or f"HTTP {response.status_code}", frozenset(codes))
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -124,8 +152,9 @@ class ElevenLabsClient:
         remove_background_noise: bool,
         deadline: Deadline,
         already_done: Callable[[], str | None] | None = None,
-    ) -> str:
-        """`POST /v1/voices/add` (Instant Voice Clone); returns the new voice id."""
+    ) -> NewVoice:
+        """`POST /v1/voices/add` (Instant Voice Clone): the new voice id and whether ElevenLabs
+        holds it for verification (`requires_verification`: the sample matched a protected voice)."""
         form = {
             "name": name,
             "description": description,
@@ -139,23 +168,28 @@ class ElevenLabsClient:
                 already_done=already_done,
             )
         except _FoundExisting as existing:
-            return existing.voice_id
-        voice_id = _json(response).get("voice_id")
+            return NewVoice(existing.voice_id, requires_verification=False)
+        body = _json(response)
+        voice_id = body.get("voice_id")
         if not isinstance(voice_id, str) or not voice_id:
             raise ElevenLabsError(response.status_code, "invalid_response", "ElevenLabs returned no voice_id")
-        return voice_id
+        return NewVoice(voice_id, requires_verification=body.get("requires_verification") is True)
 
     def update_agent(self, agent_id: str, *, first_message: str, voice_id: str, deadline: Deadline) -> None:
         """`PATCH /v1/convai/agents/{id}`: greeting and TTS voice (`conversation_config.tts.voice_id`)."""
         body = {"conversation_config": {"agent": {"first_message": first_message}, "tts": {"voice_id": voice_id}}}
         self._request("PATCH", f"/v1/convai/agents/{agent_id}", deadline, json=body)
 
+    def get_agent(self, agent_id: str, deadline: Deadline) -> dict[str, Any]:
+        """`GET /v1/convai/agents/{id}`: the agent's configuration and platform settings."""
+        return _json(self._request("GET", f"/v1/convai/agents/{agent_id}", deadline))
+
     def get_voice(self, voice_id: str, deadline: Deadline) -> dict[str, Any] | None:
         """`GET /v1/voices/{id}`; None when the voice does not exist."""
         try:
             return _json(self._request("GET", f"/v1/voices/{voice_id}", deadline))
         except ElevenLabsError as exc:
-            if exc.status in (400, 404) and exc.code in (None, "voice_not_found", "voice_does_not_exist"):
+            if exc.means_not_found:
                 return None
             raise
 
@@ -177,11 +211,11 @@ class ElevenLabsClient:
                 return
 
     def delete_voice(self, voice_id: str, deadline: Deadline) -> bool:
-        """`DELETE /v1/voices/{id}`; False when it was already gone (404)."""
+        """`DELETE /v1/voices/{id}`; False when it was already gone (404 or 400 voice_not_found)."""
         try:
             self._request("DELETE", f"/v1/voices/{voice_id}", deadline)
         except ElevenLabsError as exc:
-            if exc.status == 404:
+            if exc.means_not_found:
                 return False
             raise
         return True
@@ -189,9 +223,10 @@ class ElevenLabsClient:
     def get_conversation_status(self, conversation_id: str, deadline: Deadline) -> str | None:
         """`GET /v1/convai/conversations/{id}` status; None when ElevenLabs does not know it (yet)."""
         try:
-            status = _json(self._request("GET", f"/v1/convai/conversations/{conversation_id}", deadline)).get("status")
+            status = _json(self._request("GET", f"/v1/convai/conversations/{quote(conversation_id, safe='')}",
+                                         deadline)).get("status")
         except ElevenLabsError as exc:
-            if exc.status == 404:
+            if exc.means_not_found:
                 return None
             raise
         return status if isinstance(status, str) else None

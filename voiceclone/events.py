@@ -6,6 +6,7 @@ Body: UTF-8 JSON; attribute `event_type` equals the body's `event_type`.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -32,8 +33,22 @@ def voice_created(voice_id: str, voice_name: str, conversation_id: str, agent_id
     }
 
 
-def call_ended(conversation_id: str, agent_id: str | None, ended_at: datetime) -> dict[str, str | None]:
-    return {"event_type": CALL_ENDED, "conversation_id": conversation_id, "agent_id": agent_id, "ended_at": iso_utc(ended_at)}
+def call_ended(conversation_id: str, agent_id: str | None, ended_at: datetime,
+               related_ids: Sequence[str] = ()) -> dict[str, Any]:
+    """`related_ids`: the call's telephony ids, so clones prepared under the call sid go with it."""
+    event: dict[str, Any] = {"event_type": CALL_ENDED, "conversation_id": conversation_id, "agent_id": agent_id,
+                             "ended_at": iso_utc(ended_at)}
+    if related_ids:
+        event["related_ids"] = list(related_ids)
+    return event
+
+
+def related_ids(event: dict[str, Any]) -> list[str]:
+    """The well-formed `related_ids` of a `call.ended` (anything else in the list is ignored)."""
+    values = event.get("related_ids")
+    if not isinstance(values, list):
+        return []
+    return [v for v in values if isinstance(v, str) and v and v != event.get("conversation_id")]
 
 
 def sweep() -> dict[str, str]:
