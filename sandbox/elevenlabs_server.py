@@ -5,6 +5,10 @@ reference for the calls this service makes (`/v1/voices/add`, `/v1/voices/{id}`,
 `/v1/convai/agents/{id}`, `/v1/convai/conversations/{id}`). Records every request; injects
 faults (status codes with ElevenLabs error bodies, `Retry-After`, delays, connection resets)
 and latency. Run standalone: `python -m sandbox.elevenlabs_server --port 8765`.
+
+Strict mode (`strict=True`, `--strict`) plays the real API as documented at its least convenient:
+undocumented label keys dropped, search over name and description only, an account already full
+of the user's own voices, `400 voice_not_found` for a missing voice, current error bodies.
 """
 
 from __future__ import annotations
@@ -32,6 +36,33 @@ from sandbox.processes import send_json
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 PREMADE_VOICES = [("21m00Tcm4TlvDq8ikWAM", "Rachel"), ("EXAVITQu4vr4xnSDxMaL", "Sarah")]
+# The user's own voices a strict-mode account holds: enough that listing them takes several pages.
+STRICT_FOREIGN_VOICES = 12
+# The only label keys the SDK documents for an instant voice clone: "Keys can be language, accent,
+# gender, or age." (elevenlabs 2.78, elevenlabs/voices/ivc/client.py, `IvcClient.create`, `labels`).
+DOCUMENTED_LABEL_KEYS = frozenset({"language", "accent", "gender", "age"})
+# "legacy": {"status", "message"}; "current": {"type", "code", "message", "status"} as
+# https://elevenlabs.io/docs/eleven-api/resources/errors documents it; "code_only": no legacy `status`.
+ERROR_STYLES = ("legacy", "current", "code_only")
+# `detail.type` of each `detail.code` this server answers with, from the "Error codes" table of the
+# errors page above unless marked otherwise. Codes not listed get "validation_error" (a guess).
+_ERROR_TYPES = {
+    "invalid_api_key": "authentication_error",
+    "voice_not_found": "not_found",
+    "agent_not_found": "not_found",
+    "conversation_not_found": "not_found",
+    "invalid_audio": "validation_error",
+    "invalid_page_size": "validation_error",
+    "rate_limit_exceeded": "rate_limit_error",
+    "internal_error": "internal_error",
+    "internal_server_error": "internal_error",  # this server's legacy spelling of internal_error
+    "paid_plan_required": "payment_required",  # not in the table; as in a real body (see NO_CLONING_HTTP_STATUS)
+}
+# No instant voice cloning on the plan. The errors page lists neither this code nor its status; it maps
+# `type` payment_required to 402, but real answers published on GitHub are HTTP 400 with
+# {"type": "payment_required", "code": "paid_plan_required", "status": "can_not_use_instant_voice_cloning"}.
+# 400 it is: the real one, and the least convenient (the status alone does not tell it from bad audio).
+NO_CLONING_HTTP_STATUS = 400
 
 
 @dataclass
@@ -58,9 +89,27 @@ class Fault:
     times: int = 1
 
 
-def detail(status: str, message: str) -> dict[str, Any]:
-    """ElevenLabs' error body for API errors."""
-    return {"detail": {"status": status, "message": message}}
+def error_body(code: str, message: str, status: str | None = None, kind: str | None = None,
+               style: str = "legacy") -> dict[str, Any]:
+    """ElevenLabs' error body for API errors, in one of `ERROR_STYLES`.
+
+    `code` is the current field and `status` the legacy one: the same unless given, because some
+    errors carry two different values. `kind` is the `type`, looked up from `code` unless given.
+    """
+    if style not in ERROR_STYLES:
+        raise ValueError(f"error style must be one of {ERROR_STYLES}, not {style!r}")
+    legacy = code if status is None else status
+    if style == "legacy":
+        return {"detail": {"status": legacy, "message": message}}
+    body = {"type": kind or _ERROR_TYPES.get(code, "validation_error"), "code": code, "message": message}
+    if style == "current":
+        body["status"] = legacy
+    return {"detail": body}
+
+
+def detail(status: str, message: str, style: str = "legacy") -> dict[str, Any]:
+    """ElevenLabs' error body for API errors (one code for `code` and `status`)."""
+    return error_body(status, message, style=style)
 
 
 def validation_detail(loc: list[str], msg: str, kind: str = "missing") -> dict[str, Any]:
@@ -69,15 +118,24 @@ def validation_detail(loc: list[str], msg: str, kind: str = "missing") -> dict[s
 
 
 class FakeElevenLabs:
-    """State and behaviour; `start()` serves it on 127.0.0.1 in a background thread."""
+    """State and behaviour; `start()` serves it on 127.0.0.1 in a background thread.
+
+    Knobs a test may set (all but `strict` and `voice_limit` go back to their defaults on `reset()`):
+    `strict`, `error_style`, `can_clone`, `requires_verification`, `omit_created_at_unix`.
+    """
 
     def __init__(self, api_key: str | None = "test-api-key", voice_limit: int = 30, latency: float = 0.0,
-                 auto_create_agents: bool = False, record_file_bytes: bool = True) -> None:
+                 auto_create_agents: bool = False, record_file_bytes: bool = True, strict: bool = False) -> None:
         self.api_key = api_key
         self.voice_limit = voice_limit
         self.latency = latency
         self.auto_create_agents = auto_create_agents
         self.record_file_bytes = record_file_bytes
+        self.strict = strict
+        self.can_clone = True
+        self.requires_verification = False
+        self.omit_created_at_unix = False
+        self._error_style: str | None = None
         self.lock = threading.RLock()
         self.voices: dict[str, dict[str, Any]] = {}
         self.agents: dict[str, dict[str, Any]] = {}
@@ -90,6 +148,19 @@ class FakeElevenLabs:
         for voice_id, name in PREMADE_VOICES:
             self.voices[voice_id] = {"voice_id": voice_id, "name": name, "category": "premade", "labels": {},
                                      "description": None, "created_at_unix": None}
+        if strict:
+            self._add_foreign_voices()
+
+    @property
+    def error_style(self) -> str:
+        """The shape of API error bodies (`ERROR_STYLES`): "current" in strict mode, else "legacy", unless set."""
+        return self._error_style or ("current" if self.strict else "legacy")
+
+    @error_style.setter
+    def error_style(self, style: str) -> None:
+        if style not in ERROR_STYLES:
+            raise ValueError(f"error style must be one of {ERROR_STYLES}, not {style!r}")
+        self._error_style = style
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -113,11 +184,28 @@ class FakeElevenLabs:
 
     # -- test helpers --------------------------------------------------------------------
 
-    def add_agent(self, agent_id: str, voice_id: str = PREMADE_VOICES[0][0]) -> None:
+    def add_agent(self, agent_id: str, voice_id: str = PREMADE_VOICES[0][0], *, allow_first_message: bool = False,
+                  allow_voice: bool = False, init_webhook: bool = False, first_message: str = "Hello",
+                  prompt: str = "Be helpful.", dynamic_variable_placeholders: dict[str, Any] | None = None) -> None:
+        """An agent shaped as the SDK's `GetAgentResponseModel`. Whether a conversation may override the
+        greeting or the voice, and whether ElevenLabs asks a webhook for initiation data, live in
+        `platform_settings.overrides` (`ConversationInitiationClientDataConfigOutput`); all off by default,
+        as on a new agent."""
+        now = int(time.time())
         with self.lock:
-            self.agents[agent_id] = {"agent_id": agent_id, "name": "Customer Service Agent", "conversation_config": {
-                "agent": {"first_message": "Hello", "prompt": {"prompt": "Be helpful."}},
-                "tts": {"voice_id": voice_id, "model_id": "eleven_flash_v2"}}}
+            self.agents[agent_id] = {
+                "agent_id": agent_id, "name": "Customer Service Agent",
+                "conversation_config": {
+                    "agent": {"first_message": first_message, "prompt": {"prompt": prompt},
+                              "dynamic_variables": {
+                                  "dynamic_variable_placeholders": dict(dynamic_variable_placeholders or {})}},
+                    "tts": {"voice_id": voice_id, "model_id": "eleven_flash_v2"}},
+                "metadata": {"created_at_unix_secs": now, "updated_at_unix_secs": now},
+                "platform_settings": {"overrides": {
+                    "conversation_config_override": {"agent": {"first_message": allow_first_message},
+                                                     "tts": {"voice_id": allow_voice}},
+                    "enable_conversation_initiation_client_data_from_webhook": init_webhook}},
+            }
 
     def set_conversation(self, conversation_id: str, status: str, agent_id: str = "agent") -> None:
         with self.lock:
@@ -126,13 +214,26 @@ class FakeElevenLabs:
 
     def add_voice(self, name: str, labels: dict[str, str] | None = None, category: str = "cloned",
                   created_at_unix: int | None = None, description: str | None = None) -> str:
-        """A voice that exists in the account already (e.g. the user's own, or an old clone)."""
+        """A voice that exists in the account already (e.g. the user's own, or an old clone). In strict
+        mode its labels are stored as the API would store them: undocumented keys dropped."""
         voice_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(20))
+        labels = dict(labels or {})
+        if self.strict:
+            labels = {k: v for k, v in labels.items() if k in DOCUMENTED_LABEL_KEYS}
         with self.lock:
-            self.voices[voice_id] = {"voice_id": voice_id, "name": name, "category": category, "labels": labels or {},
+            self.voices[voice_id] = {"voice_id": voice_id, "name": name, "category": category, "labels": labels,
                                      "description": description,
                                      "created_at_unix": int(time.time()) if created_at_unix is None else created_at_unix}
         return voice_id
+
+    def custom_voice_count(self) -> int:
+        """The voices that take a slot of `voice_limit`: all but the premade ones."""
+        with self.lock:
+            return sum(1 for v in self.voices.values() if v["category"] != "premade")
+
+    def error(self, code: str, message: str, status: str | None = None, kind: str | None = None) -> dict[str, Any]:
+        """`error_body` in this server's `error_style`: for its own answers and for bodies given to `inject`."""
+        return error_body(code, message, status, kind, self.error_style)
 
     def inject(self, method: str, path: str, status: int | None = None, body: Any = None,
                headers: dict[str, str] | None = None, delay: float = 0.0, reset: bool = False, times: int = 1) -> None:
@@ -149,6 +250,7 @@ class FakeElevenLabs:
             return [v for v in self.voices.values() if v["category"] == "cloned"]
 
     def reset(self) -> None:
+        """A fresh account, as the constructor left it; `strict`, `voice_limit` and `api_key` stay."""
         with self.lock:
             self.requests.clear()
             self.faults.clear()
@@ -157,6 +259,20 @@ class FakeElevenLabs:
             self.uploaded_samples.clear()
             self.voices = {k: v for k, v in self.voices.items() if v["category"] == "premade"}
             self.latency = 0.0
+            self.can_clone = True
+            self.requires_verification = False
+            self.omit_created_at_unix = False
+            self._error_style = None
+            if self.strict:
+                self._add_foreign_voices()
+
+    def _add_foreign_voices(self) -> None:
+        """The user's own clones, made hours to days ago: a real account is rarely empty, and they share
+        search results, pages and the voice limit with the clones this service makes."""
+        now = int(time.time())
+        for number in range(1, STRICT_FOREIGN_VOICES + 1):
+            self.add_voice(f"Narrator {number}", labels={"accent": "british"}, description="My own narration voice",
+                           created_at_unix=now - number * 9 * 3600)
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
         with self.lock:
@@ -168,11 +284,25 @@ class FakeElevenLabs:
                     return fault
         return None
 
+    def _fault_body(self, status: int) -> dict[str, Any]:
+        """The body of an injected failure given without one."""
+        if status == 429:
+            return self.error("rate_limit_exceeded", "Too many requests")
+        # "internal_error" is the documented code; the legacy bodies keep this server's old spelling.
+        code = "internal_server_error" if self.error_style == "legacy" else "internal_error"
+        return self.error(code, "An internal error occurred")
+
+    def _served(self, voice: dict[str, Any]) -> dict[str, Any]:
+        """A voice as the API shows it: older voices come without `created_at_unix`."""
+        if not self.omit_created_at_unix:
+            return voice
+        return {k: v for k, v in voice.items() if k != "created_at_unix"}
+
     # -- the API -------------------------------------------------------------------------
 
     def route(self, request: RecordedRequest, raw: bytes, content_type: str) -> tuple[int, Any]:
         if self.api_key is not None and request.headers.get("xi-api-key") != self.api_key:
-            return 401, detail("invalid_api_key", "Invalid API key")
+            return 401, self.error("invalid_api_key", "Invalid API key")
         path, method = request.path, request.method
         if path == "/v1/voices/add" and method == "POST":
             return self._add_voice(request, raw, content_type)
@@ -189,7 +319,7 @@ class FakeElevenLabs:
             with self.lock:
                 conversation = self.conversations.get(match.group(1))
             if conversation is None:
-                return 404, detail("conversation_not_found", f"Conversation {match.group(1)} not found")
+                return 404, self.error("conversation_not_found", f"Conversation {match.group(1)} not found")
             return 200, conversation
         return 404, {"detail": "Not Found"}
 
@@ -215,21 +345,28 @@ class FakeElevenLabs:
             return 422, validation_detail(["body", "name"], "Field required")
         if not uploads:
             return 422, validation_detail(["body", "files"], "Field required")
+        if not self.can_clone:
+            message = "Your subscription does not include instant voice cloning. Please upgrade your plan."
+            return NO_CLONING_HTTP_STATUS, self.error("paid_plan_required", message,
+                                                      status="can_not_use_instant_voice_cloning")
         labels: dict[str, str] = {}
         if form.get("labels"):
             try:
                 labels = json.loads(form["labels"])
             except ValueError:
-                return 400, detail("invalid_labels", "Labels must be a JSON object of strings")
+                return 400, self.error("invalid_labels", "Labels must be a JSON object of strings")
             if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-                return 400, detail("invalid_labels", "Labels must be a JSON object of strings")
+                return 400, self.error("invalid_labels", "Labels must be a JSON object of strings")
+        if self.strict:  # nothing promises that other keys are kept
+            labels = {k: v for k, v in labels.items() if k in DOCUMENTED_LABEL_KEYS}
         if any(len(s) < 1000 for s in samples):
-            return 400, detail("invalid_audio", "Voice sample quality too low")
+            return 400, self.error("invalid_audio", "Voice sample quality too low")
         with self.lock:
-            used = sum(1 for v in self.voices.values() if v["category"] != "premade")
+            used = self.custom_voice_count()
             if used >= self.voice_limit:
-                return 400, detail("voice_limit_reached", f"You have reached your maximum amount of custom voices "
-                                   f"({used} / {self.voice_limit}). You can upgrade your subscription to increase your custom voice limit.")
+                message = (f"You have reached your maximum amount of custom voices ({used} / {self.voice_limit}). "
+                           "You can upgrade your subscription to increase your custom voice limit.")
+                return 400, self.error("voice_limit_reached", message)
             voice_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(20))
             self.voices[voice_id] = {
                 "voice_id": voice_id, "name": form["name"], "category": "cloned", "labels": labels,
@@ -238,23 +375,32 @@ class FakeElevenLabs:
                              "size_bytes": len(s)} for i, (u, s) in enumerate(zip(uploads, samples, strict=True))],
             }
             self.uploaded_samples[voice_id] = samples[0]
-        return 200, {"voice_id": voice_id, "requires_verification": False}
+        # Even a voice that needs verification was created and takes a slot.
+        return 200, {"voice_id": voice_id, "requires_verification": self.requires_verification}
 
     def _list_voices(self, query: dict[str, list[str]]) -> tuple[int, Any]:
         search = (query.get("search") or [""])[0].lower()
         category = (query.get("category") or [""])[0]
-        page_size = min(100, int((query.get("page_size") or ["10"])[0]))
+        page_size = int((query.get("page_size") or ["10"])[0])
+        if self.strict and not 1 <= page_size <= 100:  # documented: "Can not exceed 100, defaults to 10."
+            return 400, self.error("invalid_page_size", f"page_size must be between 1 and 100, not {page_size}")
+        page_size = min(100, page_size)
         offset = int((query.get("next_page_token") or ["0"])[0] or 0)
         with self.lock:
             voices = list(self.voices.values())
         if category:
             voices = [v for v in voices if v["category"] == category]
         if search:
+            # The SDK says search covers "name, description, labels, category" (voices/client.py, `search`);
+            # strict mode promises only the first two, so a client cannot find its clones by label.
             def haystack(v: dict[str, Any]) -> str:
-                return " ".join([v["name"] or "", v.get("description") or "", v["category"], *v["labels"].values()]).lower()
+                fields = [v["name"] or "", v.get("description") or ""]
+                if not self.strict:
+                    fields += [v["category"], *v["labels"].values()]
+                return " ".join(fields).lower()
             voices = [v for v in voices if search in haystack(v)]
         voices.sort(key=lambda v: -(v.get("created_at_unix") or 0))
-        page = voices[offset: offset + page_size]
+        page = [self._served(v) for v in voices[offset: offset + page_size]]
         has_more = offset + page_size < len(voices)
         return 200, {"voices": page, "has_more": has_more, "total_count": len(voices),
                      "next_page_token": str(offset + page_size) if has_more else None}
@@ -263,19 +409,23 @@ class FakeElevenLabs:
         with self.lock:
             voice = self.voices.get(voice_id)
             if voice is None:
-                return 404, detail("voice_not_found", f"A voice with the voice_id {voice_id} was not found.")
+                # The real API answers these endpoints with 400, not 404, for a voice that does not exist.
+                return 400 if self.strict else 404, self.error(
+                    "voice_not_found", f"A voice with the voice_id {voice_id} was not found.")
             if method == "DELETE":
                 del self.voices[voice_id]
                 return 200, {"status": "ok"}
-            return 200, voice
+            return 200, self._served(voice)
 
     def _agent(self, method: str, agent_id: str, body: Any) -> tuple[int, Any]:
         with self.lock:
             if agent_id not in self.agents and self.auto_create_agents:
-                self.add_agent(agent_id)
+                # The sandbox's agents allow what every mode of the service needs (greeting and voice
+                # overrides, the conversation-initiation webhook), so `make run` works in override mode too.
+                self.add_agent(agent_id, allow_first_message=True, allow_voice=True, init_webhook=True)
             agent = self.agents.get(agent_id)
             if agent is None:
-                return 404, detail("agent_not_found", f"Agent {agent_id} not found")
+                return 404, self.error("agent_not_found", f"Agent {agent_id} not found")
             if method == "GET":
                 return 200, agent
             if not isinstance(body, dict):
@@ -283,7 +433,7 @@ class FakeElevenLabs:
             config = body.get("conversation_config") or {}
             voice_id = (config.get("tts") or {}).get("voice_id")
             if voice_id is not None and voice_id not in self.voices:
-                return 400, detail("voice_not_found", f"A voice with the voice_id {voice_id} was not found.")
+                return 400, self.error("voice_not_found", f"A voice with the voice_id {voice_id} was not found.")
             _merge(agent, body)
             return 200, agent
 
@@ -336,9 +486,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.close()
                 return
             if fault.status is not None:
-                body = fault.body if fault.body is not None else detail(
-                    "rate_limit_exceeded" if fault.status == 429 else "internal_server_error",
-                    "Too many requests" if fault.status == 429 else "An internal error occurred")
+                body = fault.body if fault.body is not None else fake._fault_body(fault.status)
                 send_json(self, fault.status, body, fault.headers)
                 return
         status, body = fake.route(record, raw, content_type)
@@ -352,10 +500,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--api-key", default="sandbox", help="xi-api-key to require")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
+    parser.add_argument("--strict", action="store_true",
+                        help="behave like the real API at its least convenient (see the module docstring)")
     args = parser.parse_args()
-    fake = FakeElevenLabs(api_key=args.api_key, latency=args.latency, auto_create_agents=True, record_file_bytes=False)
+    fake = FakeElevenLabs(api_key=args.api_key, latency=args.latency, auto_create_agents=True, record_file_bytes=False,
+                          strict=args.strict)
     fake.start(args.port)
-    print(f"local ElevenLabs API (sandbox) on {fake.url}", flush=True)
+    print(f"local ElevenLabs API (sandbox{', strict' if args.strict else ''}) on {fake.url}", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
