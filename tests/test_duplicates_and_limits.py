@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
+from datetime import datetime, timedelta, timezone
 
-from tests.conftest import json_body, post_signed
+import pytest
+
+from tests.conftest import BOTH_MODES, json_body, post_signed, seed_clone
+
+pytestmark = pytest.mark.parametrize("fake_mode", BOTH_MODES)
 
 
 def test_redelivered_webhook_returns_the_same_clone(client, fake, audio_files):
@@ -17,7 +21,7 @@ def test_redelivered_webhook_returns_the_same_clone(client, fake, audio_files):
     assert len(fake.requests_to("POST", "/v1/voices/add")) == 1
 
 
-def test_redelivery_to_another_instance_finds_the_clone_by_its_labels(make_client, fake, audio_files):
+def test_redelivery_to_another_instance_finds_the_clone_in_elevenlabs(make_client, fake, audio_files):
     body = json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="conv_other")
     first = post_signed(make_client(), "/webhook", body).get_json()
     second = post_signed(make_client(), "/webhook", body).get_json()  # a fresh instance: empty memory
@@ -46,13 +50,11 @@ def test_concurrent_duplicates_create_one_clone(client, fake, audio_files):
 
 
 def test_voice_limit_frees_the_oldest_finished_clone_and_retries_once(client, fake, audio_files):
-    fake.voice_limit = 3
-    old_unix = int(time.time()) - 600
-    labels = lambda conv: {"source": "precall-webhook", "type": "instant_clone", "conversation_id": conv,
-                           "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(old_unix))}
-    user_voice = fake.add_voice("My narrator", created_at_unix=old_unix - 10_000)
-    live = fake.add_voice("A_Clone_live", labels=labels("conv_live"), created_at_unix=old_unix - 5)
-    finished = fake.add_voice("B_Clone_done", labels=labels("conv_done"), created_at_unix=old_unix)
+    old = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=10)
+    user_voice = fake.add_voice("My narrator", created_at_unix=int(old.timestamp()) - 10_000)
+    live = seed_clone(fake, "conv_live", old - timedelta(seconds=5))
+    finished = seed_clone(fake, "conv_done", old)
+    fake.voice_limit = fake.custom_voice_count()  # full
     fake.set_conversation("conv_live", "in-progress")
     fake.set_conversation("conv_done", "done")
     response = post_signed(client, "/webhook", json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="conv_new"))
@@ -64,8 +66,8 @@ def test_voice_limit_frees_the_oldest_finished_clone_and_retries_once(client, fa
 
 
 def test_voice_limit_with_nothing_to_free_is_422_and_deletes_nothing(client, fake, audio_files):
-    fake.voice_limit = 1
     user_voice = fake.add_voice("My narrator", labels={"conversation_id": "conv_full"})
+    fake.voice_limit = fake.custom_voice_count()
     response = post_signed(client, "/webhook", json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="conv_full"))
     assert response.status_code == 422
     assert response.get_json()["error_code"] == "VOICE_CLONING_FAILED"
@@ -74,8 +76,7 @@ def test_voice_limit_with_nothing_to_free_is_422_and_deletes_nothing(client, fak
 
 
 def test_elevenlabs_refusal_is_422_with_its_reason(client, fake, audio_files):
-    fake.inject("POST", "/v1/voices/add", status=400,
-                body={"detail": {"status": "invalid_audio", "message": "Voice sample quality too low"}})
+    fake.inject("POST", "/v1/voices/add", status=400, body=fake.error("invalid_audio", "Voice sample quality too low"))
     response = post_signed(client, "/webhook", json_body(audio_files["wav_pcm16"].read_bytes()))
     assert response.status_code == 422
     assert response.get_json() == {"status": "error", "error_code": "VOICE_CLONING_FAILED",

@@ -7,9 +7,20 @@ import json
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
+
+import pytest
 
 from sandbox.processes import ROOT
-from tests.conftest import AGENT_ID, API_KEY, json_body, post_signed, wait_until
+from tests.conftest import (
+    AGENT_ID,
+    API_KEY,
+    BOTH_MODES,
+    json_body,
+    post_signed,
+    seed_clone,
+    wait_until,
+)
 from voiceclone.clones import Clone
 
 OURS = {"source": "precall-webhook", "type": "instant_clone", "conversation_id": "conv_old", "created_at": "2020-01-01T00:00:00Z"}
@@ -21,6 +32,7 @@ def post_call(client, conversation_id: str, kind: str = "post_call_audio"):
     return post_signed(client, "/post-call", body)
 
 
+@pytest.mark.parametrize("fake_mode", BOTH_MODES)
 def test_local_queue_deletes_the_clone_after_the_post_call_webhook(client, fake, audio_files):
     voice_id = post_signed(client, "/webhook", json_body(audio_files["wav_pcm16"].read_bytes(),
                                                          conversation_id="conv_local")).get_json()["voice_id"]
@@ -40,8 +52,9 @@ def test_auto_delete_off_keeps_clones_after_the_call(make_client, fake, audio_fi
     assert voice_id in fake.voices and fake.requests_to("DELETE", r"/v1/voices/.*") == []
 
 
+@pytest.mark.parametrize("fake_mode", BOTH_MODES)
 def test_sweep_cli_is_a_dry_run_unless_applied(fake):
-    stale = fake.add_voice("Old_Clone_20200101_000000_old", labels=OURS)
+    stale = seed_clone(fake, "conv_old", datetime(2020, 1, 1, tzinfo=timezone.utc))
     foreign = fake.add_voice("Narrator", created_at_unix=0)
     env = {"PATH": "/usr/bin:/bin", "ELEVENLABS_API_KEY": API_KEY, "ELEVENLABS_BASE_URL": fake.url}
     dry = subprocess.run([sys.executable, "-m", "cleanup", "sweep"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
@@ -54,7 +67,7 @@ def test_sweep_cli_is_a_dry_run_unless_applied(fake):
     assert applied.returncode == 0 and stale not in fake.voices and foreign in fake.voices
 
 
-def test_only_labelled_voices_count_as_ours():
+def test_our_labels_mark_a_clone_and_lookalike_labels_do_not():
     assert Clone.from_voice({"voice_id": "v", "labels": OURS}) is not None
     assert Clone.from_voice({"voice_id": "v", "labels": {**OURS, "source": "studio"}}) is None
     assert Clone.from_voice({"voice_id": "v", "labels": {"conversation_id": "conv_old"}}) is None

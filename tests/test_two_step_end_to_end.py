@@ -13,8 +13,24 @@ import requests
 
 from sandbox.processes import FunctionServer
 from sandbox.pubsub_emulator import create_topology
-from tests.conftest import AGENT_ID, API_KEY, SECRET, signature_header, wait_until
-from tests.test_two_step_flow import CALL_SID, HEADER, INIT_SECRET, PHONE, allow, sample_body
+from tests.conftest import (
+    AGENT_ID,
+    API_KEY,
+    BOTH_MODES,
+    SECRET,
+    signature_header,
+    wait_until,
+)
+from tests.test_two_step_flow import (
+    CALL_SID,
+    HEADER,
+    INIT_SECRET,
+    PHONE,
+    allow,
+    sample_body,
+)
+
+pytestmark = pytest.mark.parametrize("fake_mode", BOTH_MODES)
 
 
 def signed_post(url: str, body: bytes) -> requests.Response:

@@ -9,8 +9,17 @@ import time
 
 import pytest
 
-from tests.conftest import AGENT_ID, SECRET, json_body, post_signed, signature_header
+from tests.conftest import (
+    AGENT_ID,
+    BOTH_MODES,
+    SECRET,
+    json_body,
+    post_signed,
+    signature_header,
+)
 from voiceclone.naming import caller_ref
+
+pytestmark = pytest.mark.parametrize("fake_mode", BOTH_MODES)
 
 INIT_SECRET = "init-secret-1"
 HEADER = "X-Precall-Secret"
