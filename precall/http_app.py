@@ -40,9 +40,8 @@ from .payload import parse_request, peek_conversation_id
 from .postcall import parse_post_call
 from .responses import error_body, success_body
 from .service import PrecallService
+from .streamed_body import read_signed_json
 
-# Cloud Run's request size limit; post_call_audio events carry the whole call's audio.
-POST_CALL_MAX_BYTES = 32 * 1024 * 1024
 _ROUTES = {"/webhook": ("POST",), "/conversation-init": ("POST",), "/post-call": ("POST",), "/healthz": ("GET", "HEAD")}
 _log = get_logger("http")
 
@@ -131,9 +130,21 @@ class WebhookApp:
         return _json_response(self._conversation_init.answer(body), 200)
 
     def _post_call(self, request: flask.Request) -> flask.Response:
-        body = _read_body(request, POST_CALL_MAX_BYTES)
-        self._verify(request, body, "/post-call")
-        event = parse_post_call(body)
+        """Any size is read (post_call_audio carries the whole call, chunked): the signature is computed
+        while the body streams and only its skeleton is kept, so memory stays flat (SPEC 5). A 413
+        would count towards ElevenLabs disabling the webhook."""
+        try:
+            signed = read_signed_json(request.stream, request.headers.get(signature.SIGNATURE_HEADER),
+                                      self._settings.webhook_secrets, self._wall_clock(), self._settings.webhook_tolerance_seconds)
+        except (InvalidSignature, SignatureExpired) as error:
+            log_event(_log, logging.WARNING, "Webhook signature rejected", "signature_rejected", path="/post-call",
+                      reason=error.code)
+            raise
+        if signed.overflowed:
+            log_event(_log, logging.ERROR, "Post-call event too large to read; its clones wait for the TTL",
+                      "post_call_unreadable", body_bytes=signed.body_bytes)
+            return _json_response({"status": "ignored"}, 200)
+        event = parse_post_call(signed.skeleton)
         if event is None:
             return _json_response({"status": "ignored"}, 200)
         published = self._sink.publish(events.call_ended(event.conversation_id, event.agent_id, datetime.now(timezone.utc),

@@ -21,7 +21,8 @@ _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 @dataclass(frozen=True)
 class InitRequest:
     """What ElevenLabs sends: `{caller_id, agent_id, called_number, call_sid}`; other fields ignored.
-    Malformed values become None: the call must go on with defaults, never fail here."""
+    ElevenLabs' SIP trunking guide calls the SIP `X-CALL-ID` value `call_id`, so that is read when
+    `call_sid` is absent. Malformed values become None: the call goes on with defaults, never fails here."""
 
     call_sid: str | None = None
     caller_id: str | None = None
@@ -36,8 +37,8 @@ def parse_init_request(body: bytes) -> InitRequest:
     if not isinstance(document, dict):
         return InitRequest()
     caller_id = document.get("caller_id")
-    return InitRequest(_id(document.get("call_sid")), caller_id if isinstance(caller_id, str) and caller_id else None,
-                       _id(document.get("agent_id")))
+    return InitRequest(_id(document.get("call_sid")) or _id(document.get("call_id")),
+                       caller_id if isinstance(caller_id, str) and caller_id else None, _id(document.get("agent_id")))
 
 
 def _id(value: Any) -> str | None:

@@ -18,9 +18,14 @@ SIGNATURE_HEADER = "ElevenLabs-Signature"
 MAX_FUTURE_SKEW_SECONDS = 300
 
 
+def _signing_mac(secret: str, timestamp: int) -> hmac.HMAC:
+    """An HMAC already fed the signed prefix `"<t>."`, so the body can follow in any pieces."""
+    return hmac.new(secret.encode("utf-8"), f"{timestamp}.".encode("ascii"), hashlib.sha256)
+
+
 def compute_signature(body: bytes, secret: str, timestamp: int) -> str:
     """Hex HMAC of `"<t>." + body`, fed in two updates so a 13 MB body is never copied."""
-    mac = hmac.new(secret.encode("utf-8"), f"{timestamp}.".encode("ascii"), hashlib.sha256)
+    mac = _signing_mac(secret, timestamp)
     mac.update(body)
     return mac.hexdigest()
 
@@ -59,17 +64,40 @@ def verify(
     The timestamp is checked first so a replayed old request costs no hashing. Returns the
     signed timestamp.
     """
-    timestamp, digests = parse_header(header)
-    future_skew = min(tolerance_seconds, MAX_FUTURE_SKEW_SECONDS)
-    if timestamp < now - tolerance_seconds or timestamp > now + future_skew:
-        raise SignatureExpired("Signature timestamp is outside the accepted window")
-    candidates = [d.encode("ascii", "replace") for d in digests]
-    for secret in secrets:
-        expected = compute_signature(body, secret, timestamp).encode("ascii")
-        # Compare against every entry (no early exit) so timing reveals nothing.
-        matched = False
-        for candidate in candidates:
-            matched |= hmac.compare_digest(expected, candidate)
-        if matched:
-            return timestamp
-    raise InvalidSignature("Signature does not match the request body")
+    verifier = StreamingVerifier(header, secrets, now, tolerance_seconds)
+    verifier.update(body)
+    return verifier.finish()
+
+
+class StreamingVerifier:
+    """`verify` for a body that arrives in pieces and is never held whole.
+
+    The constructor parses the header and checks the time window, so a missing, malformed or
+    replayed header is refused before a single body byte is read. Every configured secret gets
+    its own HMAC, fed by `update`; `finish` compares them all with the header's `v0` entries.
+    """
+
+    def __init__(self, header: str | None, secrets: Sequence[str], now: float, tolerance_seconds: int) -> None:
+        self.timestamp, digests = parse_header(header)
+        future_skew = min(tolerance_seconds, MAX_FUTURE_SKEW_SECONDS)
+        if self.timestamp < now - tolerance_seconds or self.timestamp > now + future_skew:
+            raise SignatureExpired("Signature timestamp is outside the accepted window")
+        self._candidates = [d.encode("ascii", "replace") for d in digests]
+        self._macs = [_signing_mac(secret, self.timestamp) for secret in secrets]
+
+    def update(self, chunk: bytes) -> None:
+        """Feed the next piece of the raw body to every secret's HMAC."""
+        for mac in self._macs:
+            mac.update(chunk)
+
+    def finish(self) -> int:
+        """The signed timestamp, or `InvalidSignature` if no secret's digest is among the `v0` entries."""
+        for mac in self._macs:
+            expected = mac.hexdigest().encode("ascii")
+            # Compare against every entry (no early exit) so timing reveals nothing.
+            matched = False
+            for candidate in self._candidates:
+                matched |= hmac.compare_digest(expected, candidate)
+            if matched:
+                return self.timestamp
+        raise InvalidSignature("Signature does not match the request body")

@@ -76,3 +76,25 @@ def test_cli_help_and_unreachable_service():
         assert run_cli(*args).returncode == 0
     down = run_cli("post-call", "conv_x", "--url", "http://127.0.0.1:9")
     assert down.returncode == 2 and "is the service running" in down.stderr
+
+
+def test_cli_init_sends_what_elevenlabs_sends_with_the_header_secret(capture):
+    env_secret = {"INIT_WEBHOOK_SECRET": "init-new,init-old", "INIT_WEBHOOK_HEADER": "X-Init-Auth"}
+    result = subprocess.run([sys.executable, "-m", "precall", "init", "--call-sid", "CA42", "--caller-id", "+31612345678",
+                             "--agent-id", "agent_x", "--url", capture], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60, env={"PATH": os.environ["PATH"], **env_secret})
+    assert result.returncode == 0, result.stderr
+    [(path, headers, body)] = _Capture.seen
+    assert path == "/conversation-init" and headers["X-Init-Auth"] == "init-new"
+    assert json.loads(body) == {"caller_id": "+31612345678", "agent_id": "agent_x", "called_number": "+31201234567",
+                                "call_sid": "CA42"}
+    assert "ElevenLabs-Signature" not in headers  # ElevenLabs signs no initiation webhook
+
+
+def test_cli_send_with_a_call_sid_and_post_call_that_names_only_the_call_sid(capture, audio_files):
+    assert run_cli("send", str(audio_files["wav_pcm16"]), "--call-sid", "CA77", "--caller-id", "+3161", "--url", capture).returncode == 0
+    assert run_cli("post-call", "conv_el_9", "--call-sid", "CA77", "--url", capture).returncode == 0
+    (_, _, sample), (_, _, ended) = _Capture.seen
+    document = json.loads(sample)
+    assert document["call_sid"] == "CA77" and document["caller_id"] == "+3161" and "conversation_id" not in document
+    assert json.loads(ended)["data"]["metadata"]["phone_call"]["call_sid"] == "CA77"

@@ -7,7 +7,11 @@ import pytest
 from sandbox.elevenlabs_server import detail, validation_detail
 from tests.conftest import API_KEY
 from voiceclone.deadline import Deadline, DeadlineExceeded
-from voiceclone.elevenlabs_client import ElevenLabsClient, ElevenLabsError, parse_retry_after
+from voiceclone.elevenlabs_client import (
+    ElevenLabsClient,
+    ElevenLabsError,
+    parse_retry_after,
+)
 
 SAMPLE = b"RIFF" + bytes(4000)
 

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import pytest
 
 from precall.postcall import parse_post_call
-from tests.conftest import AGENT_ID, API_KEY, json_body, post_signed
+from tests.conftest import AGENT_ID, API_KEY, BOTH_MODES, json_body, post_signed
 from voiceclone.clones import Clone
 from voiceclone.deadline import Deadline
 from voiceclone.elevenlabs_client import ElevenLabsClient, ElevenLabsError
@@ -124,3 +124,16 @@ def test_a_redelivered_webhook_for_the_same_call_does_not_warn(client, fake, aud
         assert post_signed(client, "/webhook", body).status_code == 200
         time.sleep(0.01)
     assert "agent_patch_overlap" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fake_mode", BOTH_MODES)
+def test_a_clone_that_requires_verification_is_deleted_at_once_and_the_call_refused(client, fake, audio_files):
+    fake.requires_verification = True
+    response = post_signed(client, "/webhook", json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="conv_protected"))
+    assert response.status_code == 422
+    body = response.get_json()
+    assert body["error_code"] == "VOICE_CLONING_FAILED" and "requires verification" in body["error_message"]
+    assert len(fake.requests_to("POST", "/v1/voices/add")) == 1
+    assert not any(v["name"].endswith("_protected") for v in fake.cloned_voices())
+    assert len(fake.requests_to("DELETE", r"/v1/voices/.*")) == 1  # no slot left taken
+    assert fake.requests_to("PATCH", r"/v1/convai/agents/.*") == []  # never put on the agent

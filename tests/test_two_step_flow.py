@@ -202,3 +202,11 @@ def test_webhook_needs_a_conversation_id_or_a_call_sid(client, fake, audio_files
 def test_a_caller_id_that_is_not_a_phone_number_is_refused(client, fake, audio_files):
     response = post_signed(client, "/webhook", sample_body(audio_files, caller_id="Robert'); DROP TABLE"))
     assert response.status_code == 400 and "caller_id" in response.get_json()["error_message"]
+
+
+def test_init_reads_a_sip_call_id_when_there_is_no_call_sid(two_step, fake, audio_files):
+    allow(fake)
+    voice_id = post_signed(two_step, "/webhook", sample_body(audio_files, call_sid="sip-3f2a9c", caller_id=None)).get_json()["voice_id"]
+    response = two_step.post("/conversation-init", headers={HEADER: INIT_SECRET},
+                             json={"caller_id": "+3120", "agent_id": AGENT_ID, "call_id": "sip-3f2a9c"})
+    assert response.get_json()["conversation_config_override"]["tts"] == {"voice_id": voice_id}

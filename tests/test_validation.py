@@ -7,7 +7,13 @@ import json
 
 import pytest
 
-from tests.conftest import AGENT_ID, json_body, multipart_body, post_signed, signature_header
+from tests.conftest import (
+    AGENT_ID,
+    json_body,
+    multipart_body,
+    post_signed,
+    signature_header,
+)
 
 
 def error_of(response):
