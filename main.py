@@ -14,7 +14,10 @@ from typing import Any
 
 import flask
 import functions_framework
+from werkzeug.exceptions import ServiceUnavailable
 
+import serving
+from cleanup.handler import RetryLater
 from voiceclone.config import ConfigError
 from wiring import Runtime, runtime_from_env
 
@@ -49,10 +52,16 @@ def precall_webhook(request: flask.Request) -> flask.Response:
 
 @functions_framework.cloud_event
 def cleanup_voices(cloud_event: Any) -> None:
-    runtime().cleanup.handle_cloud_event(cloud_event)
+    """A clone whose call is still live is the normal case: answered 503 so Pub/Sub redelivers,
+    with the handler's one INFO line and no traceback (a raised error would flood Error Reporting)."""
+    try:
+        runtime().cleanup.handle_cloud_event(cloud_event)
+    except RetryLater as later:
+        raise ServiceUnavailable(str(later)) from None
 
 
 if _serving_target() in ("precall_webhook", "cleanup_voices"):
+    serving.install()  # before functions-framework builds its gunicorn server
     try:
         runtime()
     except ConfigError as error:

@@ -1,10 +1,16 @@
-"""Pre-call benchmark: prints numbers, asserts nothing.
+"""Pre-call benchmark: what a caller waits for. Prints numbers, asserts nothing.
 
-1. The service's own time per pre-call (signature, parsing, validation, upload build, response)
-   for 100 kB, 1 MB and 10 MB samples, JSON and multipart, measured stage by stage in-process.
-2. End-to-end time of one call and of 32 concurrent calls through the real functions-framework
-   server while the local ElevenLabs server adds 2 s to every request.
-3. Peak RSS of the server worker per in-flight 10 MB sample.
+Everything goes end to end over HTTP through the real functions-framework server (started as
+SPEC 1's plain `functions-framework --target precall_webhook`), against the local ElevenLabs
+server with per-endpoint latencies, and is compared, in the same run, with the same ElevenLabs
+calls made directly (this repository's ElevenLabs client, no service in between):
+
+1. added time at zero upstream latency, 1 MB and 10 MB samples: service minus direct add + PATCH;
+2. one call with realistic latency (search 200 ms, add 1500 ms, PATCH 300 ms): service over
+   direct add + PATCH (`patch` mode), and over the direct add alone (`override` mode);
+3. 32 and 128 concurrent calls with 2 s on every ElevenLabs request, over one such call;
+4. memory: peak per in-flight 10 MB sample, and what a burst leaves behind, on the whole process tree;
+5. cold start with Pub/Sub configured (emulator): the first call after start-up over a warm one.
 
 Run: `make bench` (or `.venv/bin/python bench/bench_precall.py [--quick]`).
 """
@@ -12,13 +18,15 @@ Run: `make bench` (or `.venv/bin/python bench/bench_precall.py [--quick]`).
 from __future__ import annotations
 
 import argparse
-import json
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -27,106 +35,107 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from precall import audio, signature  # noqa: E402
-from precall.outcome import CloneOutcome  # noqa: E402
-from precall.payload import CallerInfo, parse_request  # noqa: E402
-from precall.responses import success_body  # noqa: E402
 from sandbox.elevenlabs_server import FakeElevenLabs  # noqa: E402
-from sandbox.processes import FunctionServer  # noqa: E402
+from sandbox.processes import FunctionServer, free_port, tree_rss_bytes  # noqa: E402
+from sandbox.pubsub_emulator import PubSubEmulator, create_topology, emulator_available  # noqa: E402
 from tests.audio_fixtures import SPEECH  # noqa: E402
-from tests.conftest import json_body, multipart_body  # noqa: E402
-from voiceclone.config import load_settings  # noqa: E402
+from tests.conftest import json_body  # noqa: E402
+from voiceclone.deadline import Deadline  # noqa: E402
+from voiceclone.elevenlabs_client import ElevenLabsClient  # noqa: E402
 
 SECRET = "bench-secret"
 API_KEY = "bench-key"
+AGENT = "agent_bench"
 MAX_SAMPLE = 10 * 1024 * 1024
+REALISTIC = {("GET", "/v2/voices"): 0.2, ("POST", "/v1/voices/add"): 1.5, ("PATCH", "/v1/convai/agents/.*"): 0.3}
 
 
-def make_sample(directory: Path, target_bytes: int, codec: str) -> bytes:
-    """Real speech (espeak-ng), looped by ffmpeg to about `target_bytes`."""
+def make_sample(directory: Path, target_bytes: int) -> bytes:
+    """Real speech (espeak-ng), looped by ffmpeg into a 128 kbit/s MP3 of about `target_bytes`."""
     speech = directory / "speech.wav"
     if not speech.exists():
         subprocess.run(["espeak-ng", "-v", "nl", "-w", str(speech), SPEECH], check=True)
-    if codec == "wav":  # 16-bit mono 44.1 kHz: 88200 bytes per second
-        seconds, args, ext = target_bytes / 88200, ["-ar", "44100", "-ac", "1", "-c:a", "pcm_s16le"], "wav"
-    else:  # 128 kbit/s MP3: 16000 bytes per second
-        seconds, args, ext = target_bytes / 16000, ["-ar", "44100", "-c:a", "libmp3lame", "-b:a", "128k"], "mp3"
-    out = directory / f"sample_{target_bytes}.{ext}"
+    out = directory / f"sample_{target_bytes}.mp3"
     subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-stream_loop", "-1", "-i", str(speech),
-                    "-t", f"{seconds:.2f}", *args, str(out)], check=True)
-    data = out.read_bytes()
-    return data[:MAX_SAMPLE] if len(data) > MAX_SAMPLE else data
+                    "-t", f"{target_bytes / 16000:.2f}", "-ar", "44100", "-c:a", "libmp3lame", "-b:a", "128k", str(out)],
+                   check=True)
+    return out.read_bytes()[:MAX_SAMPLE]
 
 
-def p50(values: list[float]) -> float:
-    return statistics.median(values) * 1000
+def ms(seconds: float) -> float:
+    return seconds * 1000
 
 
-def own_time(sample: bytes, kind: str, rounds: int) -> dict[str, float]:
-    """Median milliseconds of each stage the service itself spends on one pre-call."""
-    settings = load_settings({"ELEVENLABS_API_KEY": API_KEY, "ELEVENLABS_WEBHOOK_SECRET": SECRET})
-    if kind == "json":
-        body, content_type = json_body(sample, conversation_id="conv_bench"), "application/json"
-    else:
-        body, content_type = multipart_body(sample, {"conversation_id": "conv_bench", "agent_id": "agent_bench",
-                                                     "caller_metadata": json.dumps({"name": "Ivan"})})
-    header = signature.sign(body, SECRET, int(time.time()))
-    stages: dict[str, list[float]] = {k: [] for k in ("signature", "parse", "validate", "upload_build", "response", "total")}
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        signature.verify(body, header, settings.webhook_secrets, time.time(), 1800)
-        t1 = time.perf_counter()
-        parsed = parse_request(body, content_type, "agent_bench", settings.max_sample_bytes)
-        t2 = time.perf_counter()
-        fmt = audio.sniff_format(parsed.sample.data)
-        audio.probe(parsed.sample.data, fmt, settings.min_sample_seconds)
-        t3 = time.perf_counter()
-        upload = requests.Request("POST", "http://x/v1/voices/add", data={"name": "n", "labels": "{}"},
-                                  files={"files": ("voice_sample." + fmt.extension, parsed.sample.data, fmt.mime_type)}).prepare()
-        t4 = time.perf_counter()
-        outcome = CloneOutcome("conv_bench", "agent_bench", "v", "n", True, "hi", CallerInfo("Ivan"), False)
-        json.dumps(success_body(outcome, settings, 1))
-        t5 = time.perf_counter()
-        del upload
-        for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0), strict=True):
-            stages[key].append(value)
-    return {key: p50(values) for key, values in stages.items()}
+def p50(samples: list[float]) -> float:
+    return statistics.median(samples)
 
 
-def worker_pid(master: int) -> int:
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    return int(children[0]) if children else master
-
-
-def rss_kib(pid: int, field: str = "VmRSS") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def post(url: str, body: bytes, content_type: str = "application/json") -> float:
+def timed(action: Callable[[], object]) -> float:
     start = time.perf_counter()
-    response = requests.post(url, data=body, timeout=120, headers={
-        "Content-Type": content_type, "ElevenLabs-Signature": signature.sign(body, SECRET, int(time.time()))})
-    elapsed = time.perf_counter() - start
-    if response.status_code != 200:
-        raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
-    return elapsed
+    action()
+    return time.perf_counter() - start
 
 
-def concurrent(url: str, bodies: list[bytes]) -> float:
-    start = time.perf_counter()
+class Service:
+    """One `precall_webhook` instance, started the plain way, and a signed-call helper."""
+
+    def __init__(self, fake: FakeElevenLabs, logs: Path, **env: str) -> None:
+        base = {"ELEVENLABS_API_KEY": API_KEY, "ELEVENLABS_WEBHOOK_SECRET": SECRET, "ELEVENLABS_BASE_URL": fake.url,
+                "ELEVENLABS_AGENT_ID": AGENT, "VOICE_CLONE_AUTO_DELETE": "false", "LOG_LEVEL": "WARNING", "TMPDIR": str(logs)}
+        self.server = FunctionServer("precall_webhook", {**base, **env}).start()
+        self.url = self.server.url + "/webhook"
+        self.session = requests.Session()
+
+    def call(self, sample: bytes, session: requests.Session | None = None) -> None:
+        body = json_body(sample, conversation_id=f"conv_{uuid.uuid4().hex[:12]}", agent_id=AGENT)
+        response = (session or requests).post(self.url, data=body, timeout=300, headers={
+            "Content-Type": "application/json", "ElevenLabs-Signature": signature.sign(body, SECRET, int(time.time()))})
+        if response.status_code != 200:
+            raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+
+    def rss(self) -> int:
+        return tree_rss_bytes(self.server.process.pid)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+class Direct:
+    """The same ElevenLabs calls without the service: the baseline a caller would wait anyway."""
+
+    def __init__(self, fake: FakeElevenLabs) -> None:
+        self.client = ElevenLabsClient(fake.url, API_KEY)
+
+    def add(self, sample: bytes) -> str:
+        fmt = audio.sniff_format(sample)
+        return self.client.add_voice(name=f"Ivan_Clone_20260101_000000_{uuid.uuid4().hex[:8]}", sample=sample,
+                                     filename=f"sample.{fmt.extension}", mime_type=fmt.mime_type, description="d",
+                                     labels={"source": "bench"}, remove_background_noise=False,
+                                     deadline=Deadline(60)).voice_id
+
+    def add_and_patch(self, sample: bytes) -> None:
+        voice_id = self.add(sample)
+        self.client.update_agent(AGENT, first_message="Hallo Ivan", voice_id=voice_id, deadline=Deadline(60))
+
+
+def concurrently(action: Callable[[requests.Session], None], count: int) -> float:
+    """Wall time of `count` simultaneous calls (each on its own connection)."""
     errors: list[BaseException] = []
+    barrier = threading.Barrier(count + 1)
 
-    def run(body: bytes) -> None:
+    def run() -> None:
+        session = requests.Session()
+        barrier.wait()
         try:
-            post(url, body)
-        except BaseException as exc:  # noqa: BLE001
+            action(session)
+        except BaseException as exc:  # noqa: BLE001 - reported after the run
             errors.append(exc)
 
-    threads = [threading.Thread(target=run, args=(b,)) for b in bodies]
+    threads = [threading.Thread(target=run) for _ in range(count)]
     for thread in threads:
         thread.start()
+    barrier.wait()
+    start = time.perf_counter()
     for thread in threads:
         thread.join()
     if errors:
@@ -134,63 +143,131 @@ def concurrent(url: str, bodies: list[bytes]) -> float:
     return time.perf_counter() - start
 
 
+def added_time(fake: FakeElevenLabs, logs: Path, samples: dict[str, bytes], rounds: int) -> None:
+    print("== 1. added time at zero upstream latency (p50; service minus the same add + PATCH made directly) ==")
+    fake.endpoint_latency, fake.latency = {}, 0.0
+    service, direct = Service(fake, logs), Direct(fake)
+    try:
+        for label, sample in samples.items():
+            service.call(sample, service.session)
+            direct.add_and_patch(sample)
+            through = [timed(lambda s=sample: service.call(s, service.session)) for _ in range(rounds)]
+            alone = [timed(lambda s=sample: direct.add_and_patch(s)) for _ in range(rounds)]
+            print(f"{label:6} service {ms(p50(through)):7.1f} ms   direct {ms(p50(alone)):7.1f} ms   "
+                  f"added {ms(p50(through) - p50(alone)):6.1f} ms")
+    finally:
+        service.stop()
+
+
+def realistic_latency(fake: FakeElevenLabs, logs: Path, sample: bytes, rounds: int) -> None:
+    print("\n== 2. one call, realistic upstream latency (search 200 ms, add 1500 ms, PATCH 300 ms), p50 ==")
+    fake.endpoint_latency = dict(REALISTIC)
+    direct = Direct(fake)
+    for mode, baseline_name, baseline in (("patch", "add + PATCH", direct.add_and_patch), ("override", "add", direct.add)):
+        service = Service(fake, logs, AGENT_UPDATE_MODE=mode)
+        try:
+            service.call(sample, service.session)
+            through = p50([timed(lambda: service.call(sample, service.session)) for _ in range(rounds)])
+            alone = p50([timed(lambda: baseline(sample)) for _ in range(rounds)])
+            print(f"{mode:8} service {through:.3f} s   direct {baseline_name} {alone:.3f} s   ratio {through / alone:.3f}x")
+        finally:
+            service.stop()
+
+
+def concurrency(fake: FakeElevenLabs, logs: Path, sample: bytes, counts: list[int]) -> None:
+    print("\n== 3. concurrent calls on one instance started plainly (2 s on every ElevenLabs request) ==")
+    fake.endpoint_latency, fake.latency = {}, 2.0
+    service = Service(fake, logs)
+    try:
+        service.call(sample)
+        one = timed(lambda: service.call(sample))
+        print(f"one call {one:.2f} s")
+        for count in counts:
+            wall = concurrently(lambda session: service.call(sample, session), count)
+            print(f"{count:4} concurrent {wall:.2f} s   ratio {wall / one:.2f}x")
+    finally:
+        service.stop()
+        fake.latency = 0.0
+
+
+def memory(fake: FakeElevenLabs, logs: Path, sample: bytes, in_flight: int) -> None:
+    print(f"\n== 4. memory, {in_flight} in-flight 10 MB JSON samples, whole process tree ==")
+    fake.endpoint_latency = {("POST", "/v1/voices/add"): 3.0}
+    service = Service(fake, logs)
+    try:
+        service.call(sample)
+        time.sleep(2)
+        idle = service.rss()
+        peak = [idle]
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], service.rss())
+                time.sleep(0.02)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        concurrently(lambda session: service.call(sample, session), in_flight)
+        done.set()
+        watcher.join()
+        time.sleep(3)
+        after = service.rss()
+        per_call = (peak[0] - idle) / in_flight
+        print(f"idle {idle / 2**20:.0f} MiB, peak {peak[0] / 2**20:.0f} MiB: {per_call / 2**20:.1f} MiB per in-flight call "
+              f"= {per_call / len(sample):.2f}x the sample; 3 s after the burst {after / 2**20:.0f} MiB "
+              f"({(after - idle) / 2**20:+.0f} MiB over idle)")
+    finally:
+        service.stop()
+        fake.endpoint_latency = {}
+
+
+def cold_start(fake: FakeElevenLabs, logs: Path, sample: bytes, rounds: int) -> None:
+    print("\n== 5. cold start with Pub/Sub configured (emulator), first call after start-up over a warm one ==")
+    reason = emulator_available()
+    if reason is not None:
+        print(f"skipped: {reason}")
+        return
+    emulator = PubSubEmulator(free_port(), project="bench-project").start()
+    try:
+        import os
+
+        os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
+        topology = create_topology("bench-project", f"bench-{uuid.uuid4().hex[:6]}", "http://127.0.0.1:9/")
+        for label, latencies in (("zero upstream latency", {}), ("realistic latency", REALISTIC)):
+            fake.endpoint_latency = dict(latencies)
+            service = Service(fake, logs, PUBSUB_EMULATOR_HOST=emulator.host, GOOGLE_CLOUD_PROJECT="bench-project",
+                              VOICE_EVENTS_TOPIC=topology.topic)
+            try:
+                first = timed(lambda: service.call(sample, service.session))
+                warm = p50([timed(lambda: service.call(sample, service.session)) for _ in range(rounds)])
+                print(f"{label:22} first {ms(first):7.1f} ms   warm p50 {ms(warm):7.1f} ms   ratio {first / warm:.2f}x")
+            finally:
+                service.stop()
+    finally:
+        emulator.stop()
+        fake.endpoint_latency = {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds, fewer concurrent calls")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and calls")
     args = parser.parse_args()
-    rounds = 5 if args.quick else 21
+    rounds = 5 if args.quick else 15
     workdir = Path(tempfile.mkdtemp(prefix="precall-bench-"))
-    samples = {
-        "100 kB mp3": make_sample(workdir, 100_000, "mp3"),
-        "1 MB mp3": make_sample(workdir, 1_000_000, "mp3"),
-        "10 MB mp3": make_sample(workdir, 10_000_000, "mp3"),
-        "10 MB wav": make_sample(workdir, 10_000_000, "wav"),
-    }
-
-    print("== service's own time per pre-call, p50 ms (in-process, no network) ==")
-    print(f"{'sample':12} {'body':9} {'signature':>9} {'parse':>7} {'validate':>8} {'upload':>7} {'response':>8} {'total':>7}")
-    for label, sample in samples.items():
-        for kind in ("json", "multipart"):
-            t = own_time(sample, kind, rounds)
-            print(f"{label:12} {kind:9} {t['signature']:9.2f} {t['parse']:7.2f} {t['validate']:8.2f} "
-                  f"{t['upload_build']:7.2f} {t['response']:8.2f} {t['total']:7.2f}")
-
-    fake = FakeElevenLabs(api_key=API_KEY, voice_limit=10_000, auto_create_agents=True, record_file_bytes=False).start()
-    env = {"ELEVENLABS_API_KEY": API_KEY, "ELEVENLABS_WEBHOOK_SECRET": SECRET, "ELEVENLABS_BASE_URL": fake.url,
-           "ELEVENLABS_AGENT_ID": "agent_bench", "VOICE_CLONE_AUTO_DELETE": "false", "THREADS": "64", "LOG_LEVEL": "WARNING"}
-    server = FunctionServer("precall_webhook", env).start()
-    url = server.url + "/webhook"
+    logs = workdir / "logs"
+    logs.mkdir()
+    samples = {"1 MB": make_sample(workdir, 1_000_000), "10 MB": make_sample(workdir, 10_000_000)}
+    fake = FakeElevenLabs(api_key=API_KEY, voice_limit=1_000_000, auto_create_agents=True, record_file_bytes=False).start()
     try:
-        one_mb = samples["1 MB mp3"]
-        post(url, json_body(one_mb, conversation_id="conv_warm"))
-        fake.latency = 0.0
-        zero = [post(url, json_body(one_mb, conversation_id=f"conv_zero_{i}")) for i in range(rounds)]
-        print("\n== end to end over HTTP, 1 MB JSON, ElevenLabs latency 0 ==")
-        print(f"p50 {p50(zero):.1f} ms (includes the local ElevenLabs server parsing the upload)")
-
-        fake.latency = 2.0
-        count = 8 if args.quick else 32
-        single = post(url, json_body(one_mb, conversation_id="conv_single"))
-        together = concurrent(url, [json_body(one_mb, conversation_id=f"conv_c{i}") for i in range(count)])
-        print(f"\n== {count} concurrent calls, 1 MB JSON, ElevenLabs latency 2 s per request (3 requests per call) ==")
-        print(f"one call {single:.2f} s, {count} concurrent {together:.2f} s, ratio {together / single:.2f}x")
-
-        fake.latency = 3.0
-        ten_mb = samples["10 MB mp3"]
-        pid = worker_pid(server.process.pid)
-        time.sleep(0.5)
-        baseline = rss_kib(pid)
-        Path(f"/proc/{pid}/clear_refs").write_text("5")  # reset the peak (VmHWM)
-        in_flight = 4 if args.quick else 8
-        concurrent(url, [json_body(ten_mb, conversation_id=f"conv_rss{i}") for i in range(in_flight)])
-        peak = rss_kib(pid, "VmHWM")
-        per_call = (peak - baseline) * 1024 / in_flight
-        print(f"\n== memory, {in_flight} in-flight 10 MB JSON samples ==")
-        print(f"worker RSS baseline {baseline / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB, "
-              f"{per_call / 2**20:.1f} MiB per in-flight call = {per_call / len(ten_mb):.2f}x the sample")
+        added_time(fake, logs, samples, rounds * 2)
+        realistic_latency(fake, logs, samples["1 MB"], 3 if args.quick else 7)
+        concurrency(fake, logs, samples["1 MB"], [32] if args.quick else [32, 128])
+        memory(fake, logs, samples["10 MB"], 4 if args.quick else 8)
+        cold_start(fake, logs, samples["1 MB"], rounds)
     finally:
-        server.stop()
         fake.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

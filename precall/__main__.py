@@ -3,6 +3,7 @@
   python -m precall send SAMPLE.wav --name Ivan [--dob 11.12.2007] [--call-sid CA..] [--caller-id +31..] [--multipart]
   python -m precall init --call-sid CA.. [--caller-id +31..]      (ElevenLabs' conversation-initiation webhook)
   python -m precall post-call CONVERSATION_ID [--call-sid CA..] [--type post_call_transcription]
+  python -m precall doctor [--agent ID] [--service-url URL] [--probe-labels] [--json]   (readiness checklist)
 
 All take --url (default http://127.0.0.1:8080). `send` and `post-call` sign with
 ELEVENLABS_WEBHOOK_SECRET (the first one if several; `sm://` references are resolved) or --secret;
@@ -15,6 +16,7 @@ import argparse
 import base64
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -24,21 +26,76 @@ from typing import Any
 
 import requests
 
-from voiceclone.config import DEFAULT_INIT_WEBHOOK_HEADER
+from voiceclone.config import DEFAULT_INIT_WEBHOOK_HEADER, Settings
 from voiceclone.secret_manager import SecretResolver
 
+from . import doctor
 from .postcall import CALL_END_EVENT_TYPES
 from .signature import SIGNATURE_HEADER, sign
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+SAMPLE = "samples/sample.wav"
+# What to do about each error code the service answers with (its JSON is printed as well).
+HINTS = {
+    "INVALID_SIGNATURE": "the secret differs from the service's: set the one it uses (ELEVENLABS_WEBHOOK_SECRET, "
+                         "or INIT_WEBHOOK_SECRET and INIT_WEBHOOK_HEADER for init) or pass --secret",
+    "SIGNATURE_EXPIRED": "this machine's clock is off from the service's: sync it (timedatectl, ntp)",
+    "SAMPLE_TOO_LARGE": "the service's MAX_SAMPLE_BYTES is smaller than this sample: send a shorter recording",
+    "SAMPLE_TOO_SHORT": "record more speech: at least the service's MIN_SAMPLE_SECONDS (3 s by default)",
+    "UNSUPPORTED_AUDIO_FORMAT": "send WAV, MP3 or Ogg (Vorbis/Opus), e.g. ffmpeg -i in.m4a out.wav",
+    "INVALID_AUDIO": "the file does not decode as audio: check it plays (ffplay FILE)",
+    "NOT_FOUND": "this service has no such route: is --url the precall_webhook service (make run's first URL)?",
+}
+
+
+class UsageError(Exception):
+    """An ordinary mistake; the message says what to do. Printed as one line, never a traceback."""
 
 
 def _secret(args: argparse.Namespace, variable: str = "ELEVENLABS_WEBHOOK_SECRET") -> str:
     raw = args.secret or os.environ.get(variable, "")
     if not raw:
-        raise SystemExit(f"no secret: set {variable} or pass --secret")
-    resolved = SecretResolver(os.environ.get("GOOGLE_CLOUD_PROJECT")).resolve(raw.strip())
+        raise UsageError(f"no secret: set {variable} or pass --secret")
+    try:
+        resolved = SecretResolver(os.environ.get("GOOGLE_CLOUD_PROJECT")).resolve(raw.strip())
+    except Exception as error:  # noqa: BLE001 - a bad reference, no credentials, no access: all one line
+        raise UsageError(f"cannot read {variable} from Secret Manager ({type(error).__name__}): check the reference "
+                         "and `gcloud auth application-default login`, or give the value itself") from None
     return resolved.split(",")[0].strip()
+
+
+def _read_sample(name: str) -> bytes:
+    """The sample's bytes, or a UsageError that names the problem before anything is sent."""
+    path = Path(name)
+    if path.is_dir():
+        raise UsageError(f"{name} is a directory: give an audio file (WAV, MP3 or Ogg), e.g. {SAMPLE}")
+    limit = _max_sample_bytes()
+    try:
+        size = path.stat().st_size
+        if size > limit:  # checked before reading: the file may be huge
+            raise UsageError(f"{name} is {size / 2**20:.1f} MiB; the service takes samples up to {limit / 2**20:.1f} MiB "
+                             "(MAX_SAMPLE_BYTES): send a shorter recording (a clone needs 3 s to a minute of speech)")
+        sample = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{name}: no such file; give a WAV, MP3 or Ogg recording, e.g. {SAMPLE}") from None
+    except OSError as error:
+        raise UsageError(f"cannot read {name}: {error.strerror}") from None
+    if not sample:
+        raise UsageError(f"{name} is empty: give a recording of a few seconds of speech")
+    return sample
+
+
+def _max_sample_bytes() -> int:
+    """The service's limit as this shell sets it (MAX_SAMPLE_BYTES), else its default."""
+    value = os.environ.get("MAX_SAMPLE_BYTES", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else Settings.max_sample_bytes
+
+
+def _service_url(url: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", url):
+        suggestion = f" (http://{url})" if "://" not in url else ""
+        raise UsageError(f"--url {url} is not an http(s) URL: write it with http:// or https://{suggestion}")
+    return url.rstrip("/")
 
 
 def build_precall(sample: bytes, filename: str, conversation_id: str | None, agent_id: str | None, name: str | None,
@@ -79,19 +136,29 @@ def _progress(done: threading.Event, url: str) -> None:
 
 
 def _print(response: requests.Response) -> int:
+    """This service's JSON answer (and for an error, one hint line on what to do). Anything else means
+    --url names some other server: one line saying so, never its whole page."""
     try:
-        print(json.dumps(response.json(), indent=2, ensure_ascii=False))
+        answer = response.json()
     except ValueError:
-        print(response.text)
+        answer = None
+    if not isinstance(answer, dict) or (not response.ok and "error_code" not in answer):
+        kind = response.headers.get("Content-Type", "no content type").split(";")[0]
+        raise UsageError(f"{response.url} answered {response.status_code} with {kind}, not this service's JSON: "
+                         "is --url the precall_webhook service (make run prints it; cleanup_voices is the other one)?")
+    print(json.dumps(answer, indent=2, ensure_ascii=False))
+    if not response.ok:
+        code = answer.get("error_code")
+        print(f"hint: {HINTS.get(code, 'see error_message above')}", file=sys.stderr)
     return 0 if response.ok else 1
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    path = Path(args.sample)
+    sample = _read_sample(args.sample)
     conversation_id = args.conversation_id or (None if args.call_sid else f"conv_{uuid.uuid4().hex[:12]}")
-    body, content_type = build_precall(path.read_bytes(), path.name, conversation_id, args.agent_id, args.name, args.dob,
+    body, content_type = build_precall(sample, Path(args.sample).name, conversation_id, args.agent_id, args.name, args.dob,
                                        args.multipart, args.call_sid, args.caller_id)
-    return _print(_post(args.url.rstrip("/") + "/webhook", body, content_type, _secret(args), args.timeout))
+    return _print(_post(_service_url(args.url) + "/webhook", body, content_type, _secret(args), args.timeout))
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -100,7 +167,7 @@ def cmd_init(args: argparse.Namespace) -> int:
                        "called_number": args.called_number, "call_sid": args.call_sid}).encode()
     header = os.environ.get("INIT_WEBHOOK_HEADER", "").strip() or DEFAULT_INIT_WEBHOOK_HEADER
     secret = _secret(args, "INIT_WEBHOOK_SECRET").split(",")[0].strip()
-    return _print(_post(args.url.rstrip("/") + "/conversation-init", body, "application/json", secret, args.timeout,
+    return _print(_post(_service_url(args.url) + "/conversation-init", body, "application/json", secret, args.timeout,
                         headers={header: secret}))
 
 
@@ -110,7 +177,7 @@ def cmd_post_call(args: argparse.Namespace) -> int:
         data["metadata"] = {"phone_call": {"type": "twilio", "direction": "inbound", "call_sid": args.call_sid}}
         data["conversation_initiation_client_data"] = {"dynamic_variables": {"system__call_sid": args.call_sid}}
     body = json.dumps({"type": args.type, "event_timestamp": int(time.time()), "data": data}).encode()
-    return _print(_post(args.url.rstrip("/") + "/post-call", body, "application/json", _secret(args), args.timeout))
+    return _print(_post(_service_url(args.url) + "/post-call", body, "application/json", _secret(args), args.timeout))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,11 +216,25 @@ def main(argv: list[str] | None = None) -> int:
     common(post_call)
     post_call.set_defaults(func=cmd_post_call)
 
+    checkup = commands.add_parser("doctor", help="prove the ElevenLabs account, agent and deployment are ready",
+                                  description=doctor.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    doctor.add_arguments(checkup)
+    checkup.set_defaults(func=doctor.run)
+
     args = parser.parse_args(argv)
+    target = getattr(args, "url", None) or getattr(args, "service_url", None) or "the service"
     try:
         return args.func(args)
+    except UsageError as error:
+        print(f"python -m precall {args.command}: {error}", file=sys.stderr)
+        return 2
     except requests.ConnectionError:
-        print(f"could not connect to {args.url}: is the service running (make run)?", file=sys.stderr)
+        print(f"python -m precall {args.command}: could not connect to {target}: is the service running (make run)?",
+              file=sys.stderr)
+        return 2
+    except requests.Timeout:
+        print(f"python -m precall {args.command}: {target} did not answer within {args.timeout:g} s: is it the service, "
+              "and is it up? (raise --timeout for a slow link)", file=sys.stderr)
         return 2
 
 

@@ -10,20 +10,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
 import flask
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from voiceclone import events
 from voiceclone.config import Settings
 from voiceclone.errors import (
     InternalError,
+    InvalidPayload,
     InvalidSignature,
     MethodNotAllowed,
+    RequestTimeout,
     RouteNotFound,
     SampleTooLarge,
     ServiceError,
@@ -36,7 +40,7 @@ from . import signature
 from .agent_overrides import AgentOverrides
 from .conversation_init import MAX_INIT_BODY_BYTES, ConversationInit
 from .greeting import mask_name
-from .payload import parse_request, peek_conversation_id
+from .payload import PrecallRequest, parse_request, peek_conversation_id
 from .postcall import parse_post_call
 from .responses import error_body, success_body
 from .service import PrecallService
@@ -65,10 +69,15 @@ class WebhookApp:
         self._warm_pid: int | None = None
 
     def warm_up(self) -> None:
-        """Read the default agent's override settings ahead of the first call, once per process
-        (after gunicorn's fork: a thread or socket of the parent would not serve the worker)."""
+        """Get ready for the first call once per process, in the background (after gunicorn's fork:
+        a thread, socket or gRPC channel of the parent would not serve the worker): the Pub/Sub
+        client and channel, and the default agent's override settings (which also opens a pooled
+        connection to ElevenLabs)."""
         if self._warm_pid != os.getpid():
             self._warm_pid = os.getpid()
+            log_event(_log, logging.INFO, "Worker ready", "service_started", agent_update_mode=self._settings.agent_update_mode,
+                      events=self._sink.kind, threads=os.environ.get("THREADS"), pid=self._warm_pid)
+            threading.Thread(target=self._sink.warm_up, name="warm-up", daemon=True).start()
             if self._settings.default_agent_id:
                 self._overrides.prefetch(self._settings.default_agent_id)
 
@@ -82,7 +91,7 @@ class WebhookApp:
             if allowed is None:
                 raise RouteNotFound(f"No route for {path}")
             if request.method not in allowed:
-                response = _json_response(error_body(MethodNotAllowed(f"{request.method} is not allowed on {path}"), None), 405)
+                response = self._error(MethodNotAllowed(f"{request.method} is not allowed on {path}"), path, None)
                 response.headers["Allow"] = ", ".join(allowed)
                 return response
             if path == "/healthz":
@@ -94,30 +103,45 @@ class WebhookApp:
                 return self._init(request)
             return self._precall(request, conversation)
         except ServiceError as error:
-            return _json_response(error_body(error, conversation["id"]), error.http_status)
+            return self._error(error, path, conversation["id"])
         except Exception as exc:  # noqa: BLE001 - last resort: a JSON 500, the type logged, no details leaked
             log_event(_log, logging.ERROR, "Unexpected error", "internal_error", path=path,
                       conversation_id=conversation["id"], error_type=type(exc).__name__)
-            return _json_response(error_body(InternalError("Internal error"), conversation["id"]), 500)
+            return self._error(InternalError("Internal error"), path, conversation["id"])
+
+    def _error(self, error: ServiceError, path: str, conversation_id: str | None) -> flask.Response:
+        """Every error answer is one `webhook_error` line (error rates by code), then its JSON body."""
+        log_event(_log, logging.ERROR if error.http_status >= 500 else logging.WARNING, "Webhook answered with an error",
+                  "webhook_error", path=path, error_code=error.code, http_status=error.http_status,
+                  conversation_id=conversation_id)
+        if isinstance(error, SampleTooLarge) or isinstance(error.__cause__, _BodyUnread):
+            return _unread_body_response(error_body(error, conversation_id), error.http_status)
+        return _json_response(error_body(error, conversation_id), error.http_status)
 
     def _precall(self, request: flask.Request, conversation: dict[str, str | None]) -> flask.Response:
         started = time.monotonic()
-        body = _read_body(request, self._settings.max_body_bytes)
-        self._verify(request, body, "/webhook")
-        content_type = request.headers.get("Content-Type")
-        try:
-            parsed = parse_request(body, content_type, self._settings.default_agent_id, self._settings.max_sample_bytes)
-        except ServiceError:
-            # Only a failed parse needs the best-effort id (a regex over the body): not the hot path.
-            conversation["id"] = peek_conversation_id(body, content_type)
-            raise
+        parsed = self._parse_signed(request, conversation)
         conversation["id"] = parsed.conversation_id
         outcome = self._service.handle(parsed, started)
         elapsed_ms = round((time.monotonic() - started) * 1000)
         log_event(_log, logging.INFO, "Pre-call webhook processed", "webhook_complete",
                   conversation_id=parsed.conversation_id, voice_id=outcome.voice_id, agent_updated=outcome.agent_updated,
-                  reused=outcome.reused, caller_name=mask_name(parsed.caller.name), processing_time_ms=elapsed_ms)
+                  reused=outcome.reused, caller_name=mask_name(parsed.caller.name), processing_time_ms=elapsed_ms,
+                  **outcome.timings)
         return _json_response(success_body(outcome, self._settings, elapsed_ms), 200)
+
+    def _parse_signed(self, request: flask.Request, conversation: dict[str, str | None]) -> PrecallRequest:
+        """The verified, parsed request. The raw body lives only in here: a 13 MB base64 body is
+        freed as soon as its sample is decoded, instead of riding along for the whole call."""
+        body = _read_body(request, self._settings.max_body_bytes)
+        self._verify(request, body, "/webhook")
+        content_type = request.headers.get("Content-Type")
+        try:
+            return parse_request(body, content_type, self._settings.default_agent_id, self._settings.max_sample_bytes)
+        except ServiceError:
+            # Only a failed parse needs the best-effort id (a regex over the body): not the hot path.
+            conversation["id"] = peek_conversation_id(body, content_type)
+            raise
 
     def _init(self, request: flask.Request) -> flask.Response:
         body = _read_body(request, MAX_INIT_BODY_BYTES)
@@ -134,8 +158,10 @@ class WebhookApp:
         while the body streams and only its skeleton is kept, so memory stays flat (SPEC 5). A 413
         would count towards ElevenLabs disabling the webhook."""
         try:
-            signed = read_signed_json(request.stream, request.headers.get(signature.SIGNATURE_HEADER),
-                                      self._settings.webhook_secrets, self._wall_clock(), self._settings.webhook_tolerance_seconds)
+            with _body_read_errors():
+                signed = read_signed_json(request.stream, request.headers.get(signature.SIGNATURE_HEADER),
+                                          self._settings.webhook_secrets, self._wall_clock(),
+                                          self._settings.webhook_tolerance_seconds)
         except (InvalidSignature, SignatureExpired) as error:
             log_event(_log, logging.WARNING, "Webhook signature rejected", "signature_rejected", path="/post-call",
                       reason=error.code)
@@ -165,21 +191,79 @@ class WebhookApp:
 
 
 def _read_body(request: flask.Request, limit: int) -> bytes:
-    """The raw body, refused with 413 as soon as it is known to exceed `limit`.
+    """The raw body, refused with 413 as soon as it is known to exceed `limit`; never kept on the
+    request, so it is freed with its last reference.
 
-    A declared Content-Length is checked before reading; a chunked body is read at most one
-    byte past the limit (werkzeug stops there silently, so the extra byte is the tell).
+    A declared Content-Length is checked before reading, and such a body is read in one call:
+    gunicorn then fills it with 1 MiB reads, where werkzeug's 64 KiB reads made gunicorn re-copy
+    its read-ahead buffer each time (~100 ms for 13 MB). A chunked body is read at most one byte
+    past the limit (werkzeug stops there silently, so the extra byte is the tell).
     """
-    if request.content_length is not None and request.content_length > limit:
+    declared = request.content_length
+    if declared is not None and declared > limit:
         raise SampleTooLarge(f"Request body is larger than {limit} bytes")
     request.max_content_length = limit + 1
-    try:
-        body = request.get_data(cache=True)
-    except RequestEntityTooLarge:
-        raise SampleTooLarge(f"Request body is larger than {limit} bytes") from None
+    with _body_read_errors():
+        try:
+            body = _read_declared(request.stream, declared) if declared is not None else request.get_data(cache=False)
+        except RequestEntityTooLarge:
+            raise SampleTooLarge(f"Request body is larger than {limit} bytes") from None
+    if declared is not None and len(body) < declared:
+        raise InvalidPayload("The request body ended before its declared length") from _BodyUnread()
     if len(body) > limit:
         raise SampleTooLarge(f"Request body is larger than {limit} bytes")
     return body
+
+
+READ_STEP_BYTES = 1024 * 1024
+
+
+def _read_declared(stream: Any, length: int) -> bytes:
+    """Exactly `length` bytes (fewer if the client stopped), read in 1 MiB steps into one buffer.
+
+    gunicorn copies what it has buffered on every read; 1 MiB steps keep those copies small
+    (one 13 MB read, or werkzeug's 64 KiB reads, cost it 50-100 ms for a 13 MB body)."""
+    buffer = bytearray(length)
+    view = memoryview(buffer)
+    filled = 0
+    while filled < length:
+        chunk = stream.read(min(READ_STEP_BYTES, length - filled))
+        if not chunk:
+            break
+        view[filled:filled + len(chunk)] = chunk
+        filled += len(chunk)
+    view.release()
+    if filled < length:
+        del buffer[filled:]
+    return bytes(buffer)
+
+
+class _BodyUnread(Exception):
+    """Marks a failure met while the request body was still (partly) unread: its answer must not
+    make anyone read the rest (see `_unread_body_response`)."""
+
+
+@contextmanager
+def _body_read_errors() -> Iterator[None]:
+    """A body that ends early, stalls or is badly framed is the client's fault: `400`/`408`, never a `500`."""
+    try:
+        yield
+    except ServiceError:
+        raise  # ours: a signature, size or payload verdict, already the right answer
+    except ClientDisconnected:
+        raise InvalidPayload("The request body ended before its declared length") from _BodyUnread()
+    except TimeoutError:
+        raise RequestTimeout("The client stopped sending its request body") from _BodyUnread()
+    except Exception:  # noqa: BLE001 - only body reads run here: gunicorn's framing errors and the like
+        raise InvalidPayload("Malformed request body framing") from _BodyUnread()
+
+
+def _unread_body_response(body: dict[str, Any], status: int) -> flask.Response:
+    """An answer that leaves the rest of the request body unread (SPEC 8). Streamed, because
+    functions-framework's after-request hook reads the whole body of any other response into
+    memory (200 MiB declared: 200 MiB read); gunicorn then drains at most 5 s of it, discarding,
+    before it closes the connection."""
+    return flask.Response(iter([json.dumps(body, ensure_ascii=False)]), status=status, mimetype="application/json")
 
 
 def _json_response(body: dict[str, Any], status: int) -> flask.Response:

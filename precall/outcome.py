@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .payload import CallerInfo
 
@@ -19,3 +19,4 @@ class CloneOutcome:
     first_message: str
     caller: CallerInfo
     reused: bool
+    timings: dict[str, int] = field(default_factory=dict)  # per-step milliseconds: lookup, clone, agent update, publish

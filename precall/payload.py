@@ -10,10 +10,12 @@ import binascii
 import io
 import json
 import re
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
 import pybase64
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import MultiPartParser
 from werkzeug.http import parse_options_header
 
@@ -23,10 +25,12 @@ from voiceclone.naming import MAX_CONVERSATION_SUFFIX_LENGTH, conversation_suffi
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _PHONE_PATTERN = re.compile(r"\+?[0-9][0-9 ().-]{2,31}")
 _WHITESPACE = re.compile(rb"\s+")
-# Where a plain (escape-free) JSON string value of a "data" key starts.
+# Where the JSON string value of a "data" key starts.
 _DATA_VALUE = re.compile(rb'"data"\s*:\s*"')
-_SENTINEL = "\x00precall-sample\x00"  # parsed value; NUL never occurs in base64
-_SENTINEL_JSON = rb"\u0000precall-sample\u0000"
+# RFC 2046: 1 to 70 of these characters, the last not a space.
+_BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,./:=? -]{0,69}[0-9A-Za-z'()+_,./:=?-]")
+MAX_FORM_PARTS = 64
+MAX_TEXT_PART_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ def parse_request(body: bytes, content_type: str | None, default_agent_id: str |
 
 
 def parse_json(body: bytes, default_agent_id: str | None, max_sample_bytes: int) -> PrecallRequest:
-    document, encoded = _load_json_without_sample(body)
+    document, data = _load_json(body)
     call_sid = _call_sid(document.get("call_sid"))
     conversation_id = _conversation_id(document.get("conversation_id"), call_sid)
     caller_id = _caller_id(document.get("caller_id"))
@@ -87,17 +91,15 @@ def parse_json(body: bytes, default_agent_id: str | None, max_sample_bytes: int)
         raise MissingVoiceSample("voice_sample is required")
     if not isinstance(sample, dict):
         raise InvalidPayload("voice_sample must be an object with base64 'data'")
-    if encoded is None:
+    if data is None:
         value = sample.get("data")
         if value is None or value == "":
             raise MissingVoiceSample("voice_sample.data is required")
         if not isinstance(value, str):
             raise InvalidPayload("voice_sample.data must be a base64 string")
-        try:
-            encoded = memoryview(value.encode("ascii"))
-        except UnicodeEncodeError:
-            raise InvalidPayload("voice_sample.data is not valid base64") from None
-    data = _decode_base64(encoded, max_sample_bytes)
+        data = _decode_base64(value)
+    if len(data) > max_sample_bytes:
+        raise SampleTooLarge(f"Voice sample is larger than {max_sample_bytes} bytes")
     return PrecallRequest(
         conversation_id,
         agent_id,
@@ -109,62 +111,72 @@ def parse_json(body: bytes, default_agent_id: str | None, max_sample_bytes: int)
     )
 
 
-def _load_json_without_sample(body: bytes) -> tuple[dict[str, Any], memoryview | None]:
-    """Parse the JSON envelope without turning a 13 MB base64 string into a Python str.
+def _load_json(body: bytes) -> tuple[dict[str, Any], bytes | None]:
+    """The JSON document, and the decoded sample when it could be taken without a 13 MB Python str.
 
-    The base64 value is cut out and replaced by a sentinel string before parsing. The bytes
-    before the cut are unchanged, so if the sentinel lands exactly at `voice_sample.data` the
-    cut was that value (a JSON string with no escapes); otherwise the body is parsed whole.
-    Returns the document and the base64 bytes (None when they are still in the document).
+    The first `"data": "` value is cut out, an unguessable marker put in its place, and the rest
+    parsed. The cut is used only if the marker is `voice_sample.data` and the cut bytes are strict
+    base64. Then the marker string is exactly that token (no one can place a copy of it, so
+    duplicate keys cannot forge it), the cut holds no quote, backslash or control character, and
+    `json.loads(body)` gives this document with the cut string in the marker's place. Anything
+    else (escapes, raw control characters, another key order) is parsed whole by `json.loads`:
+    the service reads exactly what a standard JSON parser reads.
     """
-    for match in _DATA_VALUE.finditer(body):
-        start = match.end()
-        end = body.find(b'"', start)
-        if end < 0 or body.find(b"\\", start, end) >= 0:
-            continue
-        stripped = b"".join((body[:start], _SENTINEL_JSON, body[end:]))
+    match = _DATA_VALUE.search(body)
+    end = body.find(b'"', match.end()) if match is not None else -1
+    if match is not None and end >= 0:
+        marker = secrets.token_hex(16)
         try:
-            document = json.loads(stripped)
-        except (ValueError, UnicodeDecodeError):
-            break
-        sample = document.get("voice_sample") if isinstance(document, dict) else None
-        if isinstance(sample, dict) and sample.get("data") == _SENTINEL:
-            return document, memoryview(body)[start:end]
-        break
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidPayload("Request body is not valid JSON") from None
-    if not isinstance(document, dict):
-        raise InvalidPayload("Request body must be a JSON object")
+            document = _json_object(b"".join((body[:match.end()], marker.encode("ascii"), body[end:])), "Request body")
+        except InvalidPayload:
+            document = {}
+        sample = document.get("voice_sample")
+        if isinstance(sample, dict) and sample.get("data") == marker:
+            data = _strict_base64(memoryview(body)[match.end():end])
+            if data:
+                return document, data
+    document = _json_object(body, "Request body")
     if isinstance(document.get("voice_sample"), str):  # a bare base64 string is accepted too
         document["voice_sample"] = {"data": document["voice_sample"]}
     return document, None
 
 
+def _json_object(text: bytes | str, what: str) -> dict[str, Any]:
+    """`json.loads`, as it is, of an object; its failures (deep nesting is a RecursionError) are `400`s."""
+    try:
+        document = json.loads(text)
+    except RecursionError:
+        raise InvalidPayload(f"{what} is nested too deeply") from None
+    except ValueError:
+        raise InvalidPayload(f"{what} is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise InvalidPayload(f"{what} must be a JSON object")
+    return document
+
+
 def parse_multipart(body: bytes, content_type: str, default_agent_id: str | None, max_sample_bytes: int) -> PrecallRequest:
     _, options = parse_options_header(content_type)
-    boundary = options.get("boundary", "").encode("latin-1")
-    if not boundary:
-        raise InvalidPayload("multipart body without a boundary")
+    boundary = options.get("boundary", "")
+    if not _BOUNDARY.fullmatch(boundary):
+        raise InvalidPayload("multipart boundary missing or not 1-70 RFC 2046 characters")
     # Files go to memory, never to a temporary file: samples must not touch the disk. 64 KiB
     # reads are werkzeug's sweet spot (1 MiB reads make its boundary search ~10x slower).
-    parser = MultiPartParser(stream_factory=_memory_stream, max_form_memory_size=1024 * 1024, max_form_parts=64,
-                             buffer_size=64 * 1024)
+    parser = MultiPartParser(stream_factory=_memory_stream, max_form_memory_size=MAX_TEXT_PART_BYTES,
+                             max_form_parts=MAX_FORM_PARTS, buffer_size=64 * 1024)
     try:
-        form, files = parser.parse(io.BytesIO(body), boundary, len(body))
+        form, files = parser.parse(io.BytesIO(body), boundary.encode("ascii"), len(body))
     except ValueError:
         raise InvalidPayload("Malformed multipart body") from None
+    except RequestEntityTooLarge:  # werkzeug's word for its limits; the body itself is within ours
+        raise InvalidPayload(f"Malformed multipart body: more than {MAX_FORM_PARTS} parts, or a text part or part "
+                             f"headers over {MAX_TEXT_PART_BYTES // 1024} KiB") from None
     call_sid = _call_sid(form.get("call_sid"))
     conversation_id = _conversation_id(form.get("conversation_id"), call_sid)
     caller_id = _caller_id(form.get("caller_id"))
     agent_id = _agent_id(form.get("agent_id"), default_agent_id)
     metadata: Any = None
     if form.get("caller_metadata"):
-        try:
-            metadata = json.loads(form["caller_metadata"])
-        except ValueError:
-            raise InvalidPayload("caller_metadata must be a JSON object") from None
+        metadata = _json_object(form["caller_metadata"], "caller_metadata")
     caller = _caller(metadata, form.get("caller_name"), form.get("caller_date_of_birth"))
     upload = files.get("voice_sample")
     if upload is None:
@@ -182,23 +194,27 @@ def _memory_stream(*_args: Any, **_kwargs: Any) -> io.BytesIO:
     return io.BytesIO()
 
 
-def _decode_base64(encoded: memoryview, max_sample_bytes: int) -> bytes:
-    """Strict base64 (SIMD-fast via pybase64); line-wrapped MIME-style base64 is tolerated."""
-    if len(encoded) == 0:
-        raise MissingVoiceSample("voice_sample.data is empty")
-    if len(encoded) * 3 // 4 > max_sample_bytes + 3:
-        raise SampleTooLarge(f"Voice sample is larger than {max_sample_bytes} bytes")
+def _strict_base64(encoded: bytes | memoryview) -> bytes | None:
+    """Decoded base64 (SIMD-fast via pybase64), None unless every byte is in the base64 alphabet."""
     try:
-        try:
-            data = pybase64.b64decode(encoded, validate=True)
-        except binascii.Error:
-            data = pybase64.b64decode(_WHITESPACE.sub(b"", bytes(encoded)), validate=True)
+        return pybase64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
+        return None
+
+
+def _decode_base64(value: str) -> bytes:
+    """Strict base64; line-wrapped MIME-style base64 (whitespace in the parsed string) is tolerated."""
+    try:
+        encoded = value.encode("ascii")
+    except UnicodeEncodeError:
         raise InvalidPayload("voice_sample.data is not valid base64") from None
+    data = _strict_base64(encoded)
+    if data is None:
+        data = _strict_base64(_WHITESPACE.sub(b"", encoded))
+    if data is None:
+        raise InvalidPayload("voice_sample.data is not valid base64")
     if not data:
         raise MissingVoiceSample("voice_sample.data is empty")
-    if len(data) > max_sample_bytes:
-        raise SampleTooLarge(f"Voice sample is larger than {max_sample_bytes} bytes")
     return data
 
 
@@ -256,9 +272,16 @@ def _caller(metadata: Any, flat_name: str | None, flat_dob: str | None) -> Calle
 
 
 def _optional_text(value: Any, field: str) -> str | None:
+    """A string that is Unicode text: JSON's `\\ud800` escapes give lone surrogates, which no UTF-8
+    answer, log line or ElevenLabs request can carry (they failed the answer after the clone was made)."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise InvalidPayload(f"{field} must be a string")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidPayload(f"{field} is not valid Unicode text (lone surrogate)") from None
     return value
 

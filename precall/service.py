@@ -7,11 +7,15 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, TypeVar
 
 from voiceclone import events
-from voiceclone.clones import CloneInventory
+from voiceclone.clones import Clone, CloneInventory
 from voiceclone.config import Settings
 from voiceclone.deadline import Deadline, DeadlineExceeded
 from voiceclone.elevenlabs_client import ElevenLabsClient, ElevenLabsError, NewVoice
@@ -28,12 +32,22 @@ from .prepared_clones import PreparedClone, PreparedClones
 from .single_flight import SingleFlight
 
 _log = get_logger("service")
+T = TypeVar("T")
 # Two PATCHes of one agent for different calls closer than this probably overlap a live call.
 AGENT_PATCH_OVERLAP_SECONDS = 600.0
+LOOKUP_GRACE_SECONDS = 2.0
 
 
 class VoiceLimitReached(VoiceCloningFailed):
     """The account has no free voice slot (ElevenLabs `voice_limit_reached`)."""
+
+
+@dataclass(frozen=True)
+class _Cloned:
+    voice_id: str
+    name: str
+    reused: bool
+    event: dict[str, Any] | None  # voice.created to publish for a clone this call made
 
 
 class PrecallService:
@@ -53,6 +67,9 @@ class PrecallService:
         self.prepared = PreparedClones()
         self._last_patch: dict[str, tuple[float, str]] = {}
         self._patch_lock = threading.Lock()
+        # Side work of a call (duplicate look-up, publish). Threads start lazily, so none exists before
+        # gunicorn forks its worker; sized for hundreds of concurrent calls that mostly wait on I/O.
+        self._pool = ThreadPoolExecutor(max_workers=512, thread_name_prefix="precall-side")
 
     @property
     def inventory(self) -> CloneInventory:
@@ -81,28 +98,44 @@ class PrecallService:
         return self._flights.run(request.conversation_id, lambda: self._clone_and_update(request, sample, fmt, deadline))
 
     def _clone_and_update(self, request: PrecallRequest, sample: bytes, fmt: audio.AudioFormat, deadline: Deadline) -> CloneOutcome:
-        voice_id, name, reused = self._clone(request, sample, fmt, deadline)
-        self.prepared.remember(PreparedClone(voice_id, name, request.conversation_id, request.caller.name,
+        """Nothing waits that need not: the duplicate look-up runs beside the clone, and the event is
+        published beside the agent PATCH (the answer waits for both: Cloud Run may throttle the CPU
+        once it is sent)."""
+        timings: dict[str, int] = {}
+        lookup = self._pool.submit(self._timed, timings, "lookup_ms", self._existing_clones, request.conversation_id, deadline)
+        clone = self._clone(request, sample, fmt, deadline, lookup, timings)
+        self.prepared.remember(PreparedClone(clone.voice_id, clone.name, request.conversation_id, request.caller.name,
                                              self.caller_ref(request.caller_id), self._now()))
         first_message = greeting(self._settings.first_message_template, self._settings.first_message_default, request.caller.name)
-        agent_updated = self._settings.patches_agent and self._update_agent(request, voice_id, first_message, deadline)
-        return CloneOutcome(request.conversation_id, request.agent_id, voice_id, name, agent_updated,
-                            first_message, request.caller, reused)
+        published = None
+        if clone.event is not None:
+            published = self._pool.submit(self._timed, timings, "publish_ms", self._sink.publish, clone.event)
+        agent_updated = self._settings.patches_agent and self._timed(
+            timings, "agent_update_ms", self._update_agent, request, clone.voice_id, first_message, deadline)
+        if published is not None:
+            published.result()
+        return CloneOutcome(request.conversation_id, request.agent_id, clone.voice_id, clone.name, agent_updated,
+                            first_message, request.caller, clone.reused, timings)
 
-    def _clone(self, request: PrecallRequest, sample: bytes, fmt: audio.AudioFormat, deadline: Deadline) -> tuple[str, str, bool]:
-        conversation_id = request.conversation_id
+    @staticmethod
+    def _timed(timings: dict[str, int], key: str, step: Callable[..., T], *args: object) -> T:
+        started = time.monotonic()
         try:
-            existing = self._inventory.for_conversation(conversation_id, deadline)
-        except ElevenLabsError:
-            existing = []  # lookup is an optimisation; the clone itself decides success
-        except DeadlineExceeded:
-            raise UpstreamTimeout("The pre-call deadline ran out while talking to ElevenLabs") from None
-        if existing:
-            clone = existing[0]
-            log_event(_log, logging.INFO, "Reusing the clone of a redelivered webhook", "voice_clone_reused",
-                      conversation_id=conversation_id, voice_id=clone.voice_id)
-            return clone.voice_id, clone.name, True
+            return step(*args)
+        finally:
+            timings[key] = round((time.monotonic() - started) * 1000)
 
+    def _existing_clones(self, conversation_id: str, deadline: Deadline) -> list[Clone]:
+        """This service's clones of the conversation already in ElevenLabs (another instance's, for a
+        redelivered webhook). Only an optimisation: a failed look-up finds nothing."""
+        try:
+            return self._inventory.for_conversation(conversation_id, deadline)
+        except (ElevenLabsError, DeadlineExceeded):
+            return []
+
+    def _clone(self, request: PrecallRequest, sample: bytes, fmt: audio.AudioFormat, deadline: Deadline,
+               lookup: Future[list[Clone]], timings: dict[str, int]) -> _Cloned:
+        conversation_id = request.conversation_id
         created_at = self._now()
         name = voice_name(request.caller.name, created_at, conversation_id)
         log_event(_log, logging.INFO, "Voice cloning initiated", "voice_clone_start",
@@ -114,31 +147,53 @@ class PrecallService:
         except VoiceLimitReached as limit:
             self._free_slot(conversation_id, deadline, limit)
             voice = self._add_voice(request, sample, fmt, name, created_at, deadline)  # once, no more
+        timings["clone_ms"] = round((time.monotonic() - clone_started) * 1000)
         voice_id = voice.voice_id
         if voice.requires_verification:
-            self._discard_unverified(request, voice_id, name, created_at, deadline)
+            self._discard(request, voice_id, name, created_at, deadline, "requires_verification")
+            raise VoiceCloningFailed(
+                "ElevenLabs could not clone the voice: the sample matches a protected voice and the clone requires "
+                "verification before use, so it cannot be used for this call (the clone was discarded)")
+        event = events.voice_created(voice_id, name, conversation_id, request.agent_id, created_at)
+        earlier = [c for c in self._wait_for(lookup, deadline) if c.voice_id != voice_id]
+        if earlier:
+            keep = min(earlier, key=lambda c: (c.created_at or created_at, c.voice_id))
+            self._discard(request, voice_id, name, created_at, deadline, "duplicate", keep.voice_id)
+            log_event(_log, logging.INFO, "Reusing the clone of a redelivered webhook", "voice_clone_reused",
+                      conversation_id=conversation_id, voice_id=keep.voice_id)
+            return _Cloned(keep.voice_id, keep.name, reused=True, event=None)
         log_event(_log, logging.INFO, "Voice cloned successfully", "voice_clone_success",
-                  conversation_id=conversation_id, voice_id=voice_id,
-                  clone_ms=round((time.monotonic() - clone_started) * 1000))
-        self._sink.publish(events.voice_created(voice_id, name, conversation_id, request.agent_id, created_at))
-        return voice_id, name, False
+                  conversation_id=conversation_id, voice_id=voice_id, clone_ms=timings["clone_ms"])
+        return _Cloned(voice_id, name, reused=False, event=event)
 
-    def _discard_unverified(self, request: PrecallRequest, voice_id: str, name: str, created_at: datetime,
-                            deadline: Deadline) -> None:
-        """A clone held for verification (the sample matched a protected voice) cannot speak: delete
-        it at once so it takes no slot; if that fails, hand it to the lifecycle like any clone."""
+    @staticmethod
+    def _wait_for(lookup: Future[list[Clone]], deadline: Deadline) -> list[Clone]:
+        """The look-up's answer; it normally arrived during the clone. A look-up still hanging after
+        that gets a short grace, then the call goes on (a duplicate then waits for the call's end)."""
+        try:
+            return lookup.result(timeout=min(deadline.remaining(), LOOKUP_GRACE_SECONDS))
+        except FutureTimeout:
+            return []
+
+    def _discard(self, request: PrecallRequest, voice_id: str, name: str, created_at: datetime, deadline: Deadline,
+                 reason: str, kept_voice_id: str | None = None) -> None:
+        """Delete a clone this call must not use (held for verification, or a duplicate of an earlier
+        clone of the same conversation) at once, so it takes no slot; if that fails, hand it to the
+        lifecycle like any clone."""
         try:
             self._client.delete_voice(voice_id, deadline)
             deleted = True
         except (ElevenLabsError, DeadlineExceeded):
             deleted = False
             self._sink.publish(events.voice_created(voice_id, name, request.conversation_id, request.agent_id, created_at))
-        log_event(_log, logging.ERROR, "ElevenLabs requires verification for this clone; it cannot be used",
-                  "voice_clone_failed", conversation_id=request.conversation_id, voice_id=voice_id,
-                  reason="requires_verification", deleted=deleted)
-        raise VoiceCloningFailed(
-            "ElevenLabs could not clone the voice: the sample matches a protected voice and the clone requires "
-            "verification before use, so it cannot be used for this call" + (" (the clone was deleted)" if deleted else ""))
+        if reason == "duplicate":
+            log_event(_log, logging.WARNING, "A second clone of this conversation was made; it was discarded",
+                      "voice_clone_duplicate", conversation_id=request.conversation_id, voice_id=voice_id,
+                      kept_voice_id=kept_voice_id, deleted=deleted)
+        else:
+            log_event(_log, logging.ERROR, "ElevenLabs requires verification for this clone; it cannot be used",
+                      "voice_clone_failed", conversation_id=request.conversation_id, voice_id=voice_id,
+                      reason=reason, deleted=deleted)
 
     def _add_voice(self, request: PrecallRequest, sample: bytes, fmt: audio.AudioFormat, name: str,
                    created_at: datetime, deadline: Deadline) -> NewVoice:

@@ -2,7 +2,8 @@
 
 Speaks the paths, multipart fields, status codes and error bodies of the ElevenLabs API
 reference for the calls this service makes (`/v1/voices/add`, `/v1/voices/{id}`, `/v2/voices`,
-`/v1/convai/agents/{id}`, `/v1/convai/conversations/{id}`). Records every request; injects
+`/v1/convai/agents/{id}`, `/v1/convai/conversations/{id}`) and those `doctor` reads
+(`/v1/user/subscription`, `/v1/convai/settings`, `/v1/workspace/webhooks`). Records every request; injects
 faults (status codes with ElevenLabs error bodies, `Retry-After`, delays, connection resets)
 and latency. Run standalone: `python -m sandbox.elevenlabs_server --port 8765`.
 
@@ -22,6 +23,7 @@ import secrets
 import socket
 import string
 import struct
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -57,12 +59,32 @@ _ERROR_TYPES = {
     "internal_error": "internal_error",
     "internal_server_error": "internal_error",  # this server's legacy spelling of internal_error
     "paid_plan_required": "payment_required",  # not in the table; as in a real body (see NO_CLONING_HTTP_STATUS)
+    "missing_permissions": "authentication_error",  # not in the table: a guess (real bodies seen are legacy, HTTP 401)
 }
 # No instant voice cloning on the plan. The errors page lists neither this code nor its status; it maps
 # `type` payment_required to 402, but real answers published on GitHub are HTTP 400 with
 # {"type": "payment_required", "code": "paid_plan_required", "status": "can_not_use_instant_voice_cloning"}.
 # 400 it is: the real one, and the least convenient (the status alone does not tell it from bad audio).
 NO_CLONING_HTTP_STATUS = 400
+# A scoped key without the permission an endpoint needs: HTTP 401, `missing_permissions`, and a message naming
+# the permission as the SDK's `PermissionType` does (elevenlabs/types/permission_type.py). Real answers published
+# on GitHub (e.g. danielmiessler/LifeOS#667, VapiAI/docs#1198) read exactly like `MISSING_PERMISSION_MESSAGE`.
+MISSING_PERMISSION_MESSAGE = "The API key you used is missing the permission {} to execute this operation."
+# Which permission each endpoint needs. Not documented per endpoint; these follow the permission names. For
+# `/v1/voices/add` it is unclear whether `voices_write` or `create_instant_voice_clone` is checked: both are.
+ENDPOINT_PERMISSIONS = (
+    ("POST", re.compile(r"/v1/voices/add"), ("voices_write", "create_instant_voice_clone")),
+    ("GET", re.compile(r"/v2/voices|/v1/voices/[^/]+"), ("voices_read",)),
+    ("DELETE", re.compile(r"/v1/voices/[^/]+"), ("voices_write",)),
+    ("GET", re.compile(r"/v1/convai/.+"), ("convai_read",)),
+    ("PATCH", re.compile(r"/v1/convai/.+"), ("convai_write",)),
+    ("GET", re.compile(r"/v1/user(/.*)?"), ("user_read",)),
+    ("GET", re.compile(r"/v1/workspace/.+"), ("workspace_read",)),
+)
+# Where `make run` serves precall_webhook: the sandbox account's webhooks point there.
+SANDBOX_SERVICE_URL = "http://127.0.0.1:8080"
+# A subscription field a test wants left out of `GET /v1/user/subscription` (`subscription_overrides`).
+ABSENT = object()
 
 
 @dataclass
@@ -75,6 +97,7 @@ class RecordedRequest:
     form: dict[str, str] = field(default_factory=dict)
     files: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     body_size: int = 0
+    received_at: float = field(default_factory=time.monotonic)  # when its body had arrived
 
 
 @dataclass
@@ -121,20 +144,33 @@ class FakeElevenLabs:
     """State and behaviour; `start()` serves it on 127.0.0.1 in a background thread.
 
     Knobs a test may set (all but `strict` and `voice_limit` go back to their defaults on `reset()`):
-    `strict`, `error_style`, `can_clone`, `requires_verification`, `omit_created_at_unix`.
+    `strict`, `error_style`, `can_clone`, `requires_verification`, `omit_created_at_unix`, `missing_permissions`
+    (permissions the key lacks), `max_voice_add_edits`, `subscription_overrides` (fields of the subscription,
+    `ABSENT` to leave one out), `convai_settings` and `workspace_webhooks` (the workspace's post-call and
+    initiation webhooks, by default healthy and pointing at `service_url`, see `_default_workspace`).
     """
 
     def __init__(self, api_key: str | None = "test-api-key", voice_limit: int = 30, latency: float = 0.0,
-                 auto_create_agents: bool = False, record_file_bytes: bool = True, strict: bool = False) -> None:
+                 auto_create_agents: bool = False, record_file_bytes: bool = True, strict: bool = False,
+                 service_url: str = SANDBOX_SERVICE_URL) -> None:
         self.api_key = api_key
+        self._constructed_service_url = self.service_url = service_url.rstrip("/")
         self.voice_limit = voice_limit
         self.latency = latency
+        # Per-endpoint latency, e.g. {("POST", "/v1/voices/add"): 1.5}; the path is a regex. Wins over `latency`.
+        self.endpoint_latency: dict[tuple[str, str], float] = {}
         self.auto_create_agents = auto_create_agents
         self.record_file_bytes = record_file_bytes
         self.strict = strict
         self.can_clone = True
         self.requires_verification = False
         self.omit_created_at_unix = False
+        self.missing_permissions: set[str] = set()
+        self.max_voice_add_edits: int | None = None
+        self.voice_add_edit_counter = 0
+        self.subscription_overrides: dict[str, Any] = {}
+        self.convai_settings: dict[str, Any] = {}
+        self.workspace_webhooks: dict[str, dict[str, Any]] = {}
         self._error_style: str | None = None
         self.lock = threading.RLock()
         self.voices: dict[str, dict[str, Any]] = {}
@@ -148,6 +184,7 @@ class FakeElevenLabs:
         for voice_id, name in PREMADE_VOICES:
             self.voices[voice_id] = {"voice_id": voice_id, "name": name, "category": "premade", "labels": {},
                                      "description": None, "created_at_unix": None}
+        self._default_workspace()
         if strict:
             self._add_foreign_voices()
 
@@ -166,7 +203,7 @@ class FakeElevenLabs:
 
     def start(self, port: int = 0) -> FakeElevenLabs:
         handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._server = _Server(("127.0.0.1", port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-elevenlabs", daemon=True)
         self._thread.start()
@@ -249,6 +286,13 @@ class FakeElevenLabs:
         with self.lock:
             return [v for v in self.voices.values() if v["category"] == "cloned"]
 
+    def latency_for(self, method: str, path: str) -> float:
+        """How long ElevenLabs takes to answer this request here (realistic latencies for benchmarks)."""
+        for (wanted_method, pattern), seconds in self.endpoint_latency.items():
+            if wanted_method == method and re.fullmatch(pattern, path):
+                return seconds
+        return self.latency
+
     def reset(self) -> None:
         """A fresh account, as the constructor left it; `strict`, `voice_limit` and `api_key` stay."""
         with self.lock:
@@ -259,12 +303,74 @@ class FakeElevenLabs:
             self.uploaded_samples.clear()
             self.voices = {k: v for k, v in self.voices.items() if v["category"] == "premade"}
             self.latency = 0.0
+            self.endpoint_latency = {}
             self.can_clone = True
             self.requires_verification = False
             self.omit_created_at_unix = False
+            self.missing_permissions = set()
+            self.max_voice_add_edits = None
+            self.voice_add_edit_counter = 0
+            self.subscription_overrides = {}
             self._error_style = None
+            self.service_url = self._constructed_service_url
+            self._default_workspace()
             if self.strict:
                 self._add_foreign_voices()
+
+    def add_workspace_webhook(self, url: str, *, name: str = "precall post-call", is_disabled: bool = False,
+                              is_auto_disabled: bool = False, failure_code: int | None = None,
+                              failure_timestamp: int | None = None) -> str:
+        """A workspace webhook as the SDK's `WorkspaceWebhookResponseModel` shows it; returns its id."""
+        webhook_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(20))
+        with self.lock:
+            self.workspace_webhooks[webhook_id] = {
+                "name": name, "webhook_id": webhook_id, "webhook_url": url, "is_disabled": is_disabled,
+                "is_auto_disabled": is_auto_disabled, "created_at_unix": int(time.time()), "auth_type": "hmac",
+                "most_recent_failure_error_code": failure_code, "most_recent_failure_timestamp": failure_timestamp}
+        return webhook_id
+
+    def use_service_url(self, service_url: str) -> None:
+        """Point the workspace's post-call and initiation webhooks at another deployment (until `reset()`)."""
+        self.service_url = service_url.rstrip("/")
+        self._default_workspace()
+
+    def _default_workspace(self) -> None:
+        """A workspace set up as the README says: a post-call webhook on `service_url/post-call` subscribed to
+        transcripts and call initiation failures, and the initiation webhook on `service_url/conversation-init`
+        with the header secret (shaped as the SDK's `GetConvAiSettingsResponseModel`)."""
+        with self.lock:
+            self.workspace_webhooks = {}
+            webhook_id = self.add_workspace_webhook(f"{self.service_url}/post-call")
+            self.convai_settings = {
+                "conversation_initiation_client_data_webhook": {
+                    "url": f"{self.service_url}/conversation-init", "request_headers": {"X-Precall-Secret": "sandbox"}},
+                "webhooks": {"post_call_webhook_id": webhook_id, "events": ["transcript", "call_initiation_failure"],
+                             "transcript_format": "json", "send_audio": False},
+                "can_use_mcp_servers": False, "rag_retention_period_days": 10}
+
+    def _subscription(self) -> dict[str, Any]:
+        """`GET /v1/user/subscription` as the SDK's `Subscription` model shows it; slots counted from the voices."""
+        now = int(time.time())
+        with self.lock:
+            body: dict[str, Any] = {
+                "tier": "creator", "character_count": 0, "character_limit": 100000, "max_character_limit_extension": None,
+                "max_credit_limit_extension": 0, "can_extend_character_limit": True,
+                "allowed_to_extend_character_limit": True, "next_character_count_reset_unix": now + 30 * 86400,
+                "voice_slots_used": self.custom_voice_count(), "professional_voice_slots_used": 0,
+                "professional_voice_slots_used_in_workspace": 0, "voice_limit": self.voice_limit,
+                "max_voice_add_edits": self.max_voice_add_edits, "voice_add_edit_counter": self.voice_add_edit_counter,
+                "professional_voice_limit": 1, "can_extend_voice_limit": False,
+                "can_use_instant_voice_cloning": self.can_clone, "can_use_professional_voice_cloning": True,
+                "currency": "usd", "current_overage": {"amount": "0", "currency": "usd"}, "status": "active",
+                "billing_period": "monthly_period", "character_refresh_period": "monthly_period"}
+            body.update(self.subscription_overrides)
+        return {k: v for k, v in body.items() if v is not ABSENT}
+
+    def _lacked_permission(self, method: str, path: str) -> str | None:
+        for wanted_method, pattern, permissions in ENDPOINT_PERMISSIONS:
+            if method == wanted_method and pattern.fullmatch(path):
+                return next((p for p in permissions if p in self.missing_permissions), None)
+        return None
 
     def _add_foreign_voices(self) -> None:
         """The user's own clones, made hours to days ago: a real account is rarely empty, and they share
@@ -304,6 +410,17 @@ class FakeElevenLabs:
         if self.api_key is not None and request.headers.get("xi-api-key") != self.api_key:
             return 401, self.error("invalid_api_key", "Invalid API key")
         path, method = request.path, request.method
+        lacked = self._lacked_permission(method, path)
+        if lacked is not None:
+            return 401, self.error("missing_permissions", MISSING_PERMISSION_MESSAGE.format(lacked))
+        if path == "/v1/user/subscription" and method == "GET":
+            return 200, self._subscription()
+        if path == "/v1/convai/settings" and method == "GET":
+            with self.lock:
+                return 200, json.loads(json.dumps(self.convai_settings))
+        if path == "/v1/workspace/webhooks" and method == "GET":
+            with self.lock:
+                return 200, {"webhooks": [dict(w) for w in self.workspace_webhooks.values()]}
         if path == "/v1/voices/add" and method == "POST":
             return self._add_voice(request, raw, content_type)
         if path == "/v2/voices" and method == "GET":
@@ -375,6 +492,7 @@ class FakeElevenLabs:
                              "size_bytes": len(s)} for i, (u, s) in enumerate(zip(uploads, samples, strict=True))],
             }
             self.uploaded_samples[voice_id] = samples[0]
+            self.voice_add_edit_counter += 1
         # Even a voice that needs verification was created and takes a slot.
         return 200, {"voice_id": voice_id, "requires_verification": self.requires_verification}
 
@@ -446,6 +564,17 @@ def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
             target[key] = value
 
 
+class _Server(ThreadingHTTPServer):
+    """A listen backlog for hundreds of concurrent calls (the default 5 drops connections into SYN retries)."""
+
+    request_queue_size = 1024
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (a test that stopped waiting, a deadline) is normal here, not a traceback."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeElevenLabs
     protocol_version = "HTTP/1.1"
@@ -473,8 +602,9 @@ class _Handler(BaseHTTPRequestHandler):
                 record.json = None
         with fake.lock:
             fake.requests.append(record)
-        if fake.latency:
-            time.sleep(fake.latency)
+        delay = fake.latency_for(self.command, parts.path)
+        if delay:
+            time.sleep(delay)
         fault = fake._take_fault(self.command, parts.path)
         if fault is not None:
             if fault.delay:

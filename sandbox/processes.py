@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import requests
+
+from voiceclone.config import ENVIRONMENT_VARIABLES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,40 +75,109 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes] | None = None, time
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
-class FunctionServer:
-    """`functions-framework --target TARGET` on a free loopback port, as a user would run it."""
+class StartupError(RuntimeError):
+    """A server that did not come up; the message is the one line that says why."""
 
-    def __init__(self, target: str, env: dict[str, str], signature_type: str = "http", port: int = 0) -> None:
+
+class FunctionServer:
+    """`functions-framework --target TARGET` on a loopback port, as a user would run it.
+
+    The service sees only the settings in `env` (plus PATH and the like), never this shell's own
+    service settings, so a test is not changed by what the developer exported. Its output goes to
+    `log_dir/TARGET.log` when a directory is given (`make run` keeps them per run), else to memory:
+    tests leave no files behind. `on_line` sees every output line as it is written. The server runs
+    in its own session, so a terminal's SIGINT/SIGHUP reach only whoever owns it, who then `stop()`s it.
+    """
+
+    def __init__(self, target: str, env: dict[str, str], signature_type: str = "http", port: int = 0,
+                 log_dir: Path | None = None, on_line: Callable[[str], None] | None = None) -> None:
         self.target = target
+        if port and not port_is_free(port):
+            raise StartupError(f"port {port} is already in use")
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        # The service sees only what the caller passes (plus PATH and the like), not this shell's settings.
         full_env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("ELEVENLABS_", "VOICE_", "PUBSUB_", "GOOGLE_CLOUD_PROJECT"))}
+                    if k not in ENVIRONMENT_VARIABLES and not k.startswith(("ELEVENLABS_", "VOICE_", "PUBSUB_"))}
         full_env.update(env)
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         executable = Path(sys.executable).with_name("functions-framework")
-        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"ff-{target}-{self.port}.log"
-        self._log = open(self.log_path, "wb")
+        self.log_path = None if log_dir is None else Path(log_dir) / f"{target}.log"
+        self._log = None if self.log_path is None else open(self.log_path, "a", encoding="utf-8")
+        self._lines: list[str] = []
+        self._on_line = on_line
         self.process = subprocess.Popen(
             [str(executable), "--target", target, "--signature-type", signature_type,
              "--host", "127.0.0.1", "--port", str(self.port), "--source", str(ROOT / "main.py")],
-            cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            text=True, errors="replace", bufsize=1, start_new_session=True,
         )
+        self._reader = threading.Thread(target=self._read_output, name=f"{target}-output", daemon=True)
+        self._reader.start()
 
-    def start(self, ready_path: str = "/healthz") -> FunctionServer:
-        wait_for_http(self.url + ready_path, self.process)
+    def _read_output(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if self._log is not None:
+                self._log.write(line)
+                self._log.flush()
+            else:
+                self._lines.append(line)
+            if self._on_line is not None:
+                self._on_line(line.rstrip("\n"))
+
+    def start(self, ready_path: str = "/healthz", timeout: float = 30.0) -> FunctionServer:
+        """Wait until it answers; `StartupError` with the reason if it exits or never answers."""
+        try:
+            wait_for_http(self.url + ready_path, self.process, timeout)
+        except (RuntimeError, TimeoutError) as error:
+            self.stop()
+            raise StartupError(f"{self.target} did not start: {failure_line(self.logs()) or error}") from None
         return self
 
     def logs(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
+        if self.log_path is not None:
+            return self.log_path.read_text(errors="replace")
+        return "".join(self._lines)
 
     def stop(self) -> None:
-        self.process.terminate()
+        """SIGTERM to the server and its workers, SIGKILL if they have not gone within 10 s."""
+        _signal_group(self.process.pid, signal.SIGTERM)
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            _signal_group(self.process.pid, signal.SIGKILL)
             self.process.wait()
-        self._log.close()
+        self._reader.join(timeout=5)
+        if self._log is not None:
+            self._log.close()
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def failure_line(output: str) -> str | None:
+    """The line of a server's output that says why it stopped: the service's own configuration
+    error, else gunicorn's first error, else the last line (of a traceback, typically)."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("configuration error:"):
+            return line
+    for line in lines:
+        if "[ERROR]" in line:
+            return line.split("[ERROR]", 1)[1].strip()
+    return lines[-1] if lines else None
+
+
+def port_is_free(port: int) -> bool:
+    """True if nothing listens on 127.0.0.1:`port` (bound as gunicorn binds it, with SO_REUSEADDR)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

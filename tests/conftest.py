@@ -27,6 +27,19 @@ SECRET = "whsec_test_secret"
 AGENT_ID = "agent_def456uvw"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """What the tests start (the Pub/Sub emulator, gcloud, `make run`'s stack) keeps its temporary files
+    and logs under pytest's own temporary directory, never loose in /tmp."""
+    previous = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("tmpdir"))
+    yield
+    if previous is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def fake_server() -> Iterator[FakeElevenLabs]:
     server = FakeElevenLabs(api_key=API_KEY).start()

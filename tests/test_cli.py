@@ -98,3 +98,101 @@ def test_cli_send_with_a_call_sid_and_post_call_that_names_only_the_call_sid(cap
     document = json.loads(sample)
     assert document["call_sid"] == "CA77" and document["caller_id"] == "+3161" and "conversation_id" not in document
     assert json.loads(ended)["data"]["metadata"]["phone_call"]["call_sid"] == "CA77"
+
+
+class _WrongService(BaseHTTPRequestHandler):
+    """Some other server at --url: a big HTML page that echoes what it got, as a 400."""
+
+    def log_message(self, *args) -> None:
+        return
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        page = b"<!doctype html><title>400 Bad Request</title><p>" + body * 3 + b"</p>"
+        self.send_response(400)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+
+class _Slow(BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        return
+
+    def do_POST(self) -> None:
+        time.sleep(3)
+
+
+def serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.fixture
+def mistakes(tmp_path, audio_files):
+    (tmp_path / "empty.wav").write_bytes(b"")
+    with open(tmp_path / "huge.wav", "wb") as huge:  # 11.5 MB: over the 10 MiB default
+        huge.truncate(11_500_000)
+    wrong, wrong_url = serve(_WrongService)
+    slow, slow_url = serve(_Slow)
+    sample = str(audio_files["wav_pcm16"])
+    yield {
+        "missing file": (["send", str(tmp_path / "nope.wav")], "nope.wav: no such file"),
+        "a directory": (["send", str(tmp_path)], "is a directory: give an audio file"),
+        "an empty file": (["send", str(tmp_path / "empty.wav")], "is empty"),
+        "a file over the size limit": (["send", str(tmp_path / "huge.wav")],
+                                       "is 11.0 MiB; the service takes samples up to 10.0 MiB (MAX_SAMPLE_BYTES)"),
+        "a URL without http://": (["post-call", "conv_x", "--url", "127.0.0.1:8080"],
+                                  "is not an http(s) URL: write it with http:// or https:// (http://127.0.0.1:8080)"),
+        "another service at the URL": (["send", sample, "--url", wrong_url],
+                                       "answered 400 with text/html, not this service's JSON: is --url the precall_webhook"),
+        "a service that never answers": (["post-call", "conv_x", "--url", slow_url, "--timeout", "0.5"],
+                                         "did not answer within 0.5 s"),
+        "no secret": (["post-call", "conv_x", "--secret", ""], "no secret: set ELEVENLABS_WEBHOOK_SECRET or pass --secret"),
+        "a malformed secret reference": (["post-call", "conv_x", "--secret", "sm://a/b"],
+                                         "cannot read ELEVENLABS_WEBHOOK_SECRET from Secret Manager"),
+    }
+    wrong.shutdown()
+    slow.shutdown()
+
+
+MISTAKES = ["missing file", "a directory", "an empty file", "a file over the size limit", "a URL without http://",
+            "another service at the URL", "a service that never answers", "no secret", "a malformed secret reference"]
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+def test_cli_answers_an_ordinary_mistake_with_one_line_that_says_what_to_do(mistake, mistakes):
+    args, expected = mistakes[mistake]
+    env = {"PATH": os.environ["PATH"]} if mistake == "no secret" else None
+    result = subprocess.run([sys.executable, "-m", "precall", *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env=env or {"PATH": os.environ["PATH"], "ELEVENLABS_WEBHOOK_SECRET": SECRET})
+    assert result.returncode == 2
+    assert result.stdout == ""  # nothing dumped: no page, no traceback
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"python -m precall {args[0]}: ") and expected in line, line
+
+
+def test_cli_prints_the_services_error_answer_and_a_hint_on_what_to_do():
+    with ThreadingHTTPServer(("127.0.0.1", 0), _Refusing) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        result = run_cli("post-call", "conv_x", "--url", f"http://127.0.0.1:{server.server_address[1]}")
+        server.shutdown()
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["error_code"] == "INVALID_SIGNATURE"
+    assert result.stderr.strip() == ("hint: the secret differs from the service's: set the one it uses (ELEVENLABS_WEBHOOK_SECRET, "
+                                     "or INIT_WEBHOOK_SECRET and INIT_WEBHOOK_HEADER for init) or pass --secret")
+
+
+class _Refusing(BaseHTTPRequestHandler):
+    """The service with another secret: 401 INVALID_SIGNATURE in its JSON error shape."""
+
+    def log_message(self, *args) -> None:
+        return
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        send_json(self, 401, {"status": "error", "error_code": "INVALID_SIGNATURE",
+                              "error_message": "Signature does not match", "conversation_id": None})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -16,11 +17,22 @@ import yaml
 
 from sandbox.processes import ROOT, free_port, wait_for_http
 from tests.conftest import API_KEY, wait_until
+from tests.gcloud_cli import (
+    calls_of,
+    flag,
+    problems_with,
+    readme_gcloud_commands,
+    run_with_fake_gcloud,
+    sdk_root,
+    without_globals,
+)
 from voiceclone.config import ENVIRONMENT_VARIABLES
 
-SHELL_SCRIPTS = ["deploy/setup.sh", "scripts/bootstrap.sh", ".ci/run"]
+SHELL_SCRIPTS = ["deploy/setup.sh", "deploy/deploy_services.sh", "deploy/teardown.sh", "scripts/bootstrap.sh", ".ci/run"]
 # Read by functions-framework itself, not by the service's settings.
 FRAMEWORK_VARIABLES = {"FUNCTION_TARGET", "PORT", "THREADS"}
+SECRET_VALUES = {"ELEVENLABS_API_KEY": "sk_new_api_key_value", "ELEVENLABS_WEBHOOK_SECRET": "wsec_new_webhook_value"}
+needs_gcloud = pytest.mark.skipif(shutil.which("gcloud") is None, reason="gcloud not installed: cannot check commands")
 
 
 def main_targets() -> set[str]:
@@ -33,51 +45,202 @@ def cloudbuild() -> dict:
     return yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
 
 
-def deploy_steps() -> list[list[str]]:
-    return [step["args"] for step in cloudbuild()["steps"] if step["args"][:2] == ["run", "deploy"]]
+def cloud_build_env(**substitutions: str) -> dict[str, str]:
+    """The deploy step's environment as Cloud Build makes it: its `env` with the substitutions filled in."""
+    config = cloudbuild()
+    values = {**config["substitutions"], **substitutions, "PROJECT_ID": "my-project", "BUILD_ID": "b1"}
+    [step] = [s for s in config["steps"] if s["id"] == "deploy"]
+    assert step["entrypoint"] == "bash" and step["args"] == ["deploy/deploy_services.sh"]
+    fill = lambda text: re.sub(r"\$\{?(_?[A-Z_]+)\}?", lambda m: values[m.group(1)], text)
+    return dict(fill(item).split("=", 1) for item in step["env"])
 
 
-def flag_values(args: list[str], flag: str) -> list[str]:
-    return [a.split("=", 1)[1] for a in args if a.startswith(flag + "=")]
+def deploy_calls(tmp_path, state: str, **substitutions: str) -> dict[str, list[str]]:
+    """`gcloud run deploy` as Cloud Build's deploy step runs it, by FUNCTION_TARGET."""
+    result, calls = run_with_fake_gcloud(["bash", "deploy/deploy_services.sh"], tmp_path, state,
+                                         cloud_build_env(**substitutions))
+    assert result.returncode == 0, result.stderr
+    deploys = calls_of(calls, "run", "deploy")
+    return {env_vars(c)["FUNCTION_TARGET"]: c for c in deploys}
+
+
+def env_vars(call: list[str]) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in (flag(call, "--update-env-vars") or "").split(",") if item)
+
+
+def setup(tmp_path, state: str, *args: str, **env: str):
+    return run_with_fake_gcloud(["bash", "deploy/setup.sh", "--region", "europe-west1", *args], tmp_path, state,
+                                {"ELEVENLABS_API_KEY": "old-value", "ELEVENLABS_AGENT_ID": "agent_x", **env})
 
 
 def test_main_exposes_the_two_spec_targets():
     assert main_targets() == {"precall_webhook", "cleanup_voices"}
 
 
-def test_cloudbuild_deploys_both_targets_and_sets_only_variables_the_service_reads():
-    steps = deploy_steps()
-    targets, names = set(), set()
-    for args in steps:
-        for assignment in ",".join(flag_values(args, "--set-env-vars")).split(","):
-            key, _, value = assignment.partition("=")
-            names.add(key)
-            if key == "FUNCTION_TARGET":
-                targets.add(value)
-        names.update(a.split("=", 1)[0] for a in ",".join(flag_values(args, "--set-secrets")).split(","))
-    assert targets == main_targets()
-    assert names <= set(ENVIRONMENT_VARIABLES) | FRAMEWORK_VARIABLES, names - set(ENVIRONMENT_VARIABLES)
+@needs_gcloud
+def test_first_deploy_runs_both_targets_sized_by_default_with_only_variables_the_service_reads(tmp_path):
+    deploys = deploy_calls(tmp_path, "fresh", _AGENT_ID="agent_x", _AGENT_UPDATE_MODE="override")
+    assert set(deploys) == main_targets()
+    for call in deploys.values():
+        names = set(env_vars(call)) | {item.split("=", 1)[0] for item in flag(call, "--update-secrets").split(",")}
+        assert names <= set(ENVIRONMENT_VARIABLES) | FRAMEWORK_VARIABLES, names - set(ENVIRONMENT_VARIABLES)
+        assert env_vars(call)["ELEVENLABS_AGENT_ID"] == "agent_x"  # cleanup's sweep checks the agent's webhook too
+    webhook, cleanup = deploys["precall_webhook"], deploys["cleanup_voices"]
+    assert [flag(webhook, f) for f in ("--min-instances", "--max-instances", "--cpu", "--memory", "--concurrency")] == \
+        ["1", "10", "2", "1Gi", "32"]
+    assert [flag(cleanup, f) for f in ("--min-instances", "--max-instances", "--cpu", "--memory", "--concurrency")] == \
+        ["0", "3", "1", "512Mi", "8"]
+    assert env_vars(webhook)["AGENT_UPDATE_MODE"] == "override"
+    assert flag(webhook, "--image") == "europe-west4-docker.pkg.dev/my-project/precall/precall-voice-clone:b1"
+    assert "ELEVENLABS_WEBHOOK_SECRET" in flag(webhook, "--update-secrets")
+    assert flag(cleanup, "--update-secrets") == "ELEVENLABS_API_KEY=elevenlabs-api-key:latest"  # least secrets
 
 
-def test_webhook_is_public_and_cleanup_private_with_least_secrets():
-    by_target = {flag_values(a, "--set-env-vars")[0].split(",")[0].split("=")[1]: a for a in deploy_steps()}
-    assert "--allow-unauthenticated" in by_target["precall_webhook"]
-    assert "--no-allow-unauthenticated" in by_target["cleanup_voices"]
-    assert "ELEVENLABS_WEBHOOK_SECRET" not in ",".join(flag_values(by_target["cleanup_voices"], "--set-secrets"))
+@needs_gcloud
+def test_a_redeploy_changes_no_setting_or_size_it_was_not_given(tmp_path):
+    kept = deploy_calls(tmp_path, "existing")
+    for call in kept.values():
+        assert not {"ELEVENLABS_AGENT_ID", "AGENT_UPDATE_MODE"} & set(env_vars(call))
+        assert not [a for a in call if a.startswith(("--min-instances", "--max-instances", "--cpu=", "--memory", "--concurrency"))]
+        assert "--set-env-vars" not in " ".join(call)  # --set-env-vars would drop settings made by hand
+    changed = deploy_calls(tmp_path, "existing", _WEBHOOK_MIN_INSTANCES="0", _WEBHOOK_CONCURRENCY="80")
+    webhook = changed["precall_webhook"]
+    assert flag(webhook, "--min-instances") == "0" and flag(webhook, "--max-instances") is None
+    assert flag(webhook, "--concurrency") == "80" and "--concurrency" not in " ".join(changed["cleanup_voices"])
 
 
-def test_cloudbuild_substitutions_are_all_declared():
+@needs_gcloud
+def test_deploys_leave_access_to_setup_and_setup_makes_only_the_webhook_public(tmp_path):
+    for call in deploy_calls(tmp_path, "fresh").values():  # the build identity cannot (and need not) change IAM
+        assert not [a for a in call if "allow-unauthenticated" in a or "invoker-iam-check" in a]
+    result, calls = setup(tmp_path, "existing")
+    assert result.returncode == 0, result.stderr
+    [public] = [c for c in calls_of(calls, "run", "services", "update") if "--no-invoker-iam-check" in c]
+    assert public[3] == "precall-webhook"
+    [invoker] = calls_of(calls, "run", "services", "add-iam-policy-binding")
+    assert invoker[3] == "precall-cleanup" and flag(invoker, "--member") == "serviceAccount:precall-push@my-project.iam.gserviceaccount.com"
+
+
+def test_cloudbuild_substitutions_are_all_declared_and_used():
     text = (ROOT / "cloudbuild.yaml").read_text()
     used = set(re.findall(r"\$\{(_[A-Z_]+)\}", text))
-    assert used <= set(cloudbuild()["substitutions"]), used - set(cloudbuild()["substitutions"])
+    assert used == set(cloudbuild()["substitutions"])
 
 
-@pytest.mark.skipif(shutil.which("gcloud") is None, reason="gcloud not installed: cannot check its flags")
-def test_every_gcloud_run_deploy_flag_exists_in_this_gcloud():
-    help_text = subprocess.run(["gcloud", "run", "deploy", "--help"], capture_output=True, text=True, timeout=120).stdout
-    for args in deploy_steps():
-        for flag in {a.split("=", 1)[0] for a in args if a.startswith("--")}:
-            assert re.search(re.escape(flag) + r"\b", help_text), flag
+@needs_gcloud
+@pytest.mark.parametrize("state", ["fresh", "existing"])
+def test_every_gcloud_call_of_setup_exists_in_this_gcloud(tmp_path, state):
+    result, calls = setup(tmp_path, state, ALERT_EMAIL="ops@example.com")
+    assert result.returncode == 0, result.stderr
+    assert len(calls) > 40
+    assert [p for call in calls for p in problems_with(call)] == []
+
+
+@needs_gcloud
+def test_setup_on_a_fresh_project_creates_everything_with_least_privilege(tmp_path):
+    result, calls = setup(tmp_path, "fresh", ELEVENLABS_API_KEY=SECRET_VALUES["ELEVENLABS_API_KEY"])
+    assert result.returncode == 0, result.stderr
+    assert SECRET_VALUES["ELEVENLABS_API_KEY"] not in result.stdout + result.stderr  # never printed
+    roles = [(c[2] if c[1] == "add-iam-policy-binding" else c[3], flag(c, "--member"), flag(c, "--role"))
+             for c in map(without_globals, calls) if "add-iam-policy-binding" in c]
+    assert not [r for r in roles if r[2] in ("roles/run.admin", "roles/owner", "roles/editor")]
+    project_roles = {(member, role) for where, member, role in roles if where == "my-project"}
+    assert project_roles == {("serviceAccount:precall-build@my-project.iam.gserviceaccount.com", "roles/logging.logWriter"),
+                             ("serviceAccount:precall-build@my-project.iam.gserviceaccount.com", "roles/run.developer")}
+    [build] = calls_of(calls, "builds", "submit")
+    assert flag(build, "--region") == "europe-west1" and "_REGION=europe-west1" in flag(build, "--substitutions")
+    assert flag(build, "--service-account") == "projects/my-project/serviceAccounts/precall-build@my-project.iam.gserviceaccount.com"
+    assert "_AGENT_ID=agent_x" in flag(build, "--substitutions")
+    created = {c[3] for c in calls_of(calls, "logging", "metrics", "create")}
+    assert created == {p.stem for p in (ROOT / "deploy" / "metrics").glob("*.yaml")}
+    assert len(calls_of(calls, "alpha", "monitoring", "policies", "create")) == len(list((ROOT / "deploy" / "alerts").glob("*.json")))
+    assert len(calls_of(calls, "monitoring", "dashboards", "create")) == 1
+    [policy] = calls_of(calls, "artifacts", "repositories", "set-cleanup-policies")
+    assert "--no-dry-run" in policy
+    # ElevenLabs makes its webhook secret only once the URL exists: a temporary one, and what to do next.
+    assert [c[2] for c in calls_of(calls, "secrets", "create")] == ["elevenlabs-api-key", "elevenlabs-webhook-secret",
+                                                                     "precall-init-webhook-secret"]
+    assert "NEXT: the webhook secret is a temporary one" in result.stdout
+
+
+@needs_gcloud
+def test_setup_rerun_updates_in_place_and_adds_a_secret_version_only_for_a_changed_value(tmp_path):
+    result, calls = setup(tmp_path, "existing", ELEVENLABS_WEBHOOK_SECRET=SECRET_VALUES["ELEVENLABS_WEBHOOK_SECRET"])
+    assert result.returncode == 0, result.stderr
+    assert [c for c in map(without_globals, calls) if "create" in c] == []
+    assert [c[3] for c in calls_of(calls, "secrets", "versions", "add")] == ["elevenlabs-webhook-secret"]
+    assert len(calls_of(calls, "logging", "metrics", "update")) == len(list((ROOT / "deploy" / "metrics").glob("*.yaml")))
+    assert len(calls_of(calls, "alpha", "monitoring", "policies", "update")) == len(list((ROOT / "deploy" / "alerts").glob("*.json")))
+    assert "NEXT" not in result.stdout
+
+
+@needs_gcloud
+def test_setup_without_a_build_rolls_the_services_onto_a_changed_secret(tmp_path):
+    result, calls = setup(tmp_path, "existing", "--skip-build", ELEVENLABS_API_KEY="sk_rotated")
+    assert result.returncode == 0, result.stderr
+    assert calls_of(calls, "builds", "submit") == []
+    rolled = [c[3] for c in calls_of(calls, "run", "services", "update") if flag(c, "--update-labels")]
+    assert rolled == ["precall-webhook", "precall-cleanup"]
+
+
+@needs_gcloud
+def test_redeploy_builds_in_the_region_and_touches_nothing_else(tmp_path):
+    result, calls = run_with_fake_gcloud(["bash", "deploy/setup.sh", "--project", "p1", "--region", "us-east1", "--redeploy"],
+                                         tmp_path, "existing")
+    assert result.returncode == 0, result.stderr
+    assert [without_globals(c)[:2] for c in calls] == [["projects", "describe"], ["builds", "submit"]]
+    build = without_globals(calls[-1])
+    assert flag(build, "--region") == "us-east1" and "_REGION=us-east1" in flag(build, "--substitutions")
+    assert "_AGENT_ID=," in flag(build, "--substitutions")  # empty: the running service keeps its agent
+    assert [p for call in calls for p in problems_with(call)] == []
+
+
+@needs_gcloud
+@pytest.mark.parametrize("state", ["fresh", "existing"])
+def test_teardown_deletes_what_setup_creates_with_commands_this_gcloud_has(tmp_path, state):
+    result, calls = run_with_fake_gcloud(["bash", "deploy/teardown.sh", "--region", "europe-west1"], tmp_path, state,
+                                         stdin="my-project\n")
+    assert result.returncode == 0, result.stderr
+    assert [p for call in calls for p in problems_with(call)] == []
+    deleted = {tuple(c[:2]) + (c[3],) for c in map(without_globals, calls) if len(c) > 3 and c[2] == "delete"}
+    for service in ("precall-webhook", "precall-cleanup"):
+        assert ("run", "services", service) in deleted
+    metrics = {c[3] for c in calls_of(calls, "logging", "metrics", "delete")}
+    assert metrics == {p.stem for p in (ROOT / "deploy" / "metrics").glob("*.yaml")}
+    assert len(calls_of(calls, "iam", "service-accounts", "delete")) == 4
+
+
+def test_teardown_deletes_nothing_without_the_project_id_typed(tmp_path):
+    result, calls = run_with_fake_gcloud(["bash", "deploy/teardown.sh"], tmp_path, "existing", stdin="oops\n")
+    assert result.returncode == 1 and "nothing deleted" in result.stderr
+    assert [c for c in calls if "delete" in c] == []
+
+
+@needs_gcloud
+def test_every_gcloud_command_in_the_readme_exists_in_this_gcloud():
+    commands = readme_gcloud_commands()
+    assert len(commands) > 15
+    assert {p for command in commands for p in problems_with(command)} == set()
+
+
+@needs_gcloud
+def test_metrics_dashboard_alerts_and_cleanup_policies_parse_as_this_gclouds_api_messages():
+    deploy = ROOT / "deploy"
+    items = [{"kind": "LogMetric", "name": p.name, "data": yaml.safe_load(p.read_text())} for p in (deploy / "metrics").glob("*.yaml")]
+    items += [{"kind": "AlertPolicy", "name": p.name, "data": json.loads(p.read_text())} for p in (deploy / "alerts").glob("*.json")]
+    items += [{"kind": "Dashboard", "name": "dashboard.json", "data": json.loads((deploy / "dashboard.json").read_text())},
+              {"kind": "Lifecycle", "name": "build-source-lifecycle.json",
+               "data": json.loads((deploy / "build-source-lifecycle.json").read_text())},
+              {"kind": "CleanupPolicy", "name": "artifact-cleanup-policy.json", "path": str(deploy / "artifact-cleanup-policy.json")}]
+    broken = dict(items[0], name="a misspelt field", data={**items[0]["data"], "filtr": "x"})
+    python = subprocess.run(["gcloud", "info", "--format=value(basic.python_location)"], capture_output=True, text=True,
+                            timeout=120).stdout.strip()
+    result = subprocess.run([python, str(ROOT / "tests" / "gcloud_schema_check.py"), str(sdk_root() / "lib")],
+                            input=json.dumps(items + [broken]), capture_output=True, text=True, timeout=120,
+                            env={"PATH": os.environ["PATH"], "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"})
+    assert result.returncode == 0, result.stderr
+    problems = json.loads(result.stdout)
+    assert len(problems) == 1 and problems[0].startswith("a misspelt field")  # the checker does catch mistakes
 
 
 @pytest.mark.parametrize("script", SHELL_SCRIPTS)
@@ -118,6 +281,11 @@ def dockerfile() -> tuple[dict[str, str], list[str], list[str]]:
         elif parts[0] == "CMD":
             command = json.loads(parts[1])
     return env, copies, command
+
+
+def test_the_image_carries_only_the_service():
+    _, copies, _ = dockerfile()
+    assert copies and not [c for c in copies if c.split("/")[0] in ("samples", "tests", "deploy", "sandbox", "scripts", "bench")]
 
 
 @pytest.fixture(scope="module")

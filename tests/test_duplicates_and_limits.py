@@ -21,12 +21,17 @@ def test_redelivered_webhook_returns_the_same_clone(client, fake, audio_files):
     assert len(fake.requests_to("POST", "/v1/voices/add")) == 1
 
 
-def test_redelivery_to_another_instance_finds_the_clone_in_elevenlabs(make_client, fake, audio_files):
+def test_redelivery_to_another_instance_answers_the_first_clone_and_discards_its_own(make_client, fake, audio_files):
     body = json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="conv_other")
     first = post_signed(make_client(), "/webhook", body).get_json()
-    second = post_signed(make_client(), "/webhook", body).get_json()  # a fresh instance: empty memory
+    # A fresh instance: empty memory. Its look-up runs beside its own clone (not before it, to keep the
+    # first-seen call fast), finds the first clone, and the second one is deleted at once.
+    second = post_signed(make_client(), "/webhook", body).get_json()
     assert second["voice_id"] == first["voice_id"]
-    assert len(fake.requests_to("POST", "/v1/voices/add")) == 1
+    assert len(fake.requests_to("POST", "/v1/voices/add")) == 2
+    assert [v["voice_id"] for v in fake.cloned_voices() if v["name"].endswith("_other")] == [first["voice_id"]]
+    [delete] = fake.requests_to("DELETE", r"/v1/voices/.*")
+    assert delete.path != f"/v1/voices/{first['voice_id']}"
 
 
 def test_concurrent_duplicates_create_one_clone(client, fake, audio_files):
@@ -109,3 +114,12 @@ def test_unexpected_failure_is_500_internal_error_without_details(make_client, f
                                    "conversation_id": "conv_boom"}
     logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert any(line["event_type"] == "internal_error" and line["error_type"] == "FileExistsError" for line in logged)
+
+
+def test_a_first_seen_webhook_clones_without_waiting_for_the_duplicate_look_up(client, fake, audio_files):
+    fake.inject("GET", "/v2/voices", delay=1.0, status=200, body={"voices": [], "has_more": False, "next_page_token": None})
+    response = post_signed(client, "/webhook", json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="conv_fast"))
+    assert response.status_code == 200
+    [search] = fake.requests_to("GET", "/v2/voices")
+    [add] = fake.requests_to("POST", "/v1/voices/add")
+    assert add.received_at < search.received_at + 0.5  # the clone was on its way while the look-up stalled

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from sandbox.processes import ROOT
 
-RUN_PATH = ("main.py", "wiring.py", "precall", "cleanup", "voiceclone")
+RUN_PATH = ("main.py", "wiring.py", "serving.py", "precall", "cleanup", "voiceclone")
 # Pure logic: bytes/objects in, objects out. No network, Pub/Sub, Secret Manager or HTTP client.
 PURE_MODULES = {
     "precall.signature", "precall.payload", "precall.audio", "precall.greeting", "precall.outcome",
     "precall.responses", "precall.postcall", "precall.single_flight", "voiceclone.naming", "voiceclone.events",
-    "voiceclone.errors", "voiceclone.deadline",
+    "voiceclone.errors", "voiceclone.deadline", "voiceclone.readiness", "precall.doctor_checks",
 }
 IO_MODULES = ("requests", "google", "flask", "functions_framework", "voiceclone.elevenlabs_client",
               "voiceclone.sinks", "voiceclone.secret_manager", "voiceclone.clones", "precall.service",

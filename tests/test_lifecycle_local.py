@@ -72,3 +72,12 @@ def test_our_labels_mark_a_clone_and_lookalike_labels_do_not():
     assert Clone.from_voice({"voice_id": "v", "labels": {**OURS, "source": "studio"}}) is None
     assert Clone.from_voice({"voice_id": "v", "labels": {"conversation_id": "conv_old"}}) is None
     assert Clone.from_voice({"voice_id": "v"}) is None
+
+
+def test_each_sweep_logs_the_accounts_voice_slots(fake):
+    seed_clone(fake, "conv_slots", datetime(2020, 1, 1, tzinfo=timezone.utc))
+    env = {"PATH": "/usr/bin:/bin", "ELEVENLABS_API_KEY": API_KEY, "ELEVENLABS_BASE_URL": fake.url}
+    result = subprocess.run([sys.executable, "-m", "cleanup", "sweep"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    [slots] = [json.loads(line) for line in result.stderr.splitlines() if '"voice_slots"' in line]
+    assert slots["voice_slots_used"] == fake.custom_voice_count() and slots["voice_limit"] == fake.voice_limit

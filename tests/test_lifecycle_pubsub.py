@@ -107,6 +107,10 @@ def test_clone_survives_while_the_call_is_live_and_goes_once_it_ends(lifecycle, 
     voice_id = lifecycle.precall(audio_files["wav_pcm16"].read_bytes(), "conv_live_call")["voice_id"]
     assert wait_until(lambda: len(fake.requests_to("GET", "/v1/convai/conversations/conv_live_call")) >= 2)
     assert voice_id in fake.voices  # redelivered, still live, still kept
+    logs = lifecycle.cleanup.logs()
+    # The expected "redeliver later" path: one INFO line per delivery, no traceback, nothing at ERROR.
+    assert logs.count('"event_type": "voice_kept_call_live"') >= 2
+    assert "Traceback" not in logs and '"severity": "ERROR"' not in logs
     fake.set_conversation("conv_live_call", "done")  # ended, but the post-call webhook never came
     assert wait_until(lambda: voice_id not in fake.voices, timeout=30)
 

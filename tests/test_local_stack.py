@@ -1,5 +1,6 @@
-"""`make run`'s local stack end to end: start, send a sample with the CLI, fire post-call,
-see the clone deleted, stop with Ctrl-C, nothing left running."""
+"""`make run` as a user runs it: sandbox and live mode, the round trip its banner prints (clone,
+see it in the account, end the call, see it deleted), settings passed through, a bad setting or a
+taken port as one line, and Ctrl-C, SIGTERM or a closed terminal (SIGHUP) stopping everything."""
 
 from __future__ import annotations
 
@@ -10,14 +11,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
-import requests
 
 from sandbox.processes import ROOT, free_port
-from tests.conftest import wait_until
-
-CONVERSATION = "conv_localstack1"
+from tests.conftest import AGENT_ID, API_KEY, wait_until
+from voiceclone.config import ENVIRONMENT_VARIABLES
 
 
 def port_open(port: int) -> bool:
@@ -26,56 +28,168 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def cli(*args: str, port: int) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ["PATH"], "ELEVENLABS_WEBHOOK_SECRET": "local-dev-webhook-secret"}
-    return subprocess.run([sys.executable, "-m", "precall", *args, "--url", f"http://127.0.0.1:{port}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+def processes_mentioning(port: int) -> list[str]:
+    """Command lines of live processes that name `port` (functions-framework, gcloud, the emulator's Java)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if re.search(rf"(?<![\d.]){port}(?!\d)", text) and "pytest" not in text:
+            found.append(text)
+    return found
 
 
-@pytest.mark.parametrize("use_emulator", [True, False], ids=["pubsub-emulator", "in-process-queue"])
-def test_local_stack_runs_the_whole_pipeline_and_stops_cleanly(use_emulator, audio_files, request):
+def clean_env(**settings: str) -> dict[str, str]:
+    """The user's shell without any service setting, plus `settings`."""
+    env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT_VARIABLES and not k.startswith(("ELEVENLABS_", "VOICE_"))}
+    return {**env, **settings}
+
+
+class Stack:
+    """`scripts/dev.py` (what `make run` starts) in its own session, its terminal read line by line."""
+
+    def __init__(self, *args: str, env: dict[str, str], log_dir: Path) -> None:
+        self.port, self.cleanup_port = free_port(), free_port()
+        self.log_dir = log_dir
+        self.process = subprocess.Popen(
+            [sys.executable, "scripts/dev.py", "--port", str(self.port), "--cleanup-port", str(self.cleanup_port),
+             "--log-dir", str(log_dir), *args],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_ready(self) -> str:
+        assert wait_until(lambda: any(line.startswith("READY") for line in self.lines) or self.process.poll() is not None,
+                          timeout=120), self.output
+        assert "READY" in self.output, self.output
+        return self.output
+
+    def banner_command(self, marker: str) -> str:
+        """The banner line ending in `# {marker}...`, as a user would paste it."""
+        return next(line for line in self.lines if f"# {marker}" in line).strip()
+
+    def paste(self, command: str) -> subprocess.CompletedProcess[str]:
+        """Run one banner line in a fresh shell after the banner's `export` line, from the repository."""
+        export = next(line for line in self.lines if line.strip().startswith("export ")).strip()
+        return subprocess.run(["bash", "-c", f"{export}\n{command}"], cwd=ROOT, env=clean_env(), capture_output=True,
+                              text=True, timeout=120)
+
+    def stop(self, sig: int) -> int:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+        code = self.process.wait(timeout=60)
+        self._reader.join(timeout=10)
+        return code
+
+    def assert_nothing_left(self, *ports: int) -> None:
+        for port in (self.port, self.cleanup_port, *ports):
+            assert not port_open(port), f"port {port} still open"
+            assert processes_mentioning(port) == [], processes_mentioning(port)
+        with pytest.raises(ProcessLookupError):  # nothing of dev.py's own group survived either
+            os.killpg(self.process.pid, 0)
+
+
+@pytest.mark.parametrize("use_emulator,stop_signal", [(True, signal.SIGHUP), (False, signal.SIGINT)],
+                         ids=["pubsub-emulator-closed-terminal", "in-process-queue-ctrl-c"])
+def test_sandbox_round_trip_as_the_banner_prints_it_then_everything_stops(use_emulator, stop_signal, request, tmp_path):
     if use_emulator:
         request.getfixturevalue("pubsub_emulator")  # skips (or fails under CI) where it cannot run
-    port, cleanup_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ELEVENLABS_", "PUBSUB_", "VOICE_"))}
-    command = [sys.executable, "scripts/dev.py", "--port", str(port), "--cleanup-port", str(cleanup_port)]
-    if not use_emulator:
-        command.append("--no-emulator")
-    stack = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True)
-    lines: list[str] = []
+    stack = Stack(*([] if use_emulator else ["--no-emulator"]), env=clean_env(), log_dir=tmp_path / "run")
+    emulator_port = None
     try:
-        for line in stack.stdout:
-            lines.append(line)
-            if line.startswith("READY"):
-                break
-        output = "".join(lines)
-        assert "READY" in output, output
+        output = stack.wait_ready()
         assert "sandbox mode" in output
         assert ("Pub/Sub emulator at" in output) == use_emulator
-        fake_url = re.search(r"test server at (http://127\.0\.0\.1:\d+)", output).group(1)
-        emulator_port = int(m.group(1)) if (m := re.search(r"Pub/Sub emulator at 127\.0\.0\.1:(\d+)", output)) else None
+        fake_port = int(re.search(r"test server at http://127\.0\.0\.1:(\d+)", output).group(1))
+        if use_emulator:
+            emulator_port = int(re.search(r"Pub/Sub emulator at 127\.0\.0\.1:(\d+)", output).group(1))
 
-        sent = cli("send", str(audio_files["mp3_cbr"]), "--name", "Ivan", "--conversation-id", CONVERSATION, port=port)
+        sent = stack.paste(stack.banner_command("1."))
         assert sent.returncode == 0, sent.stdout + sent.stderr
         voice_id = json.loads(sent.stdout)["voice_id"]
+        listed = stack.paste(stack.banner_command("2."))
+        assert listed.returncode == 0, listed.stderr
+        assert voice_id in listed.stdout and "this service's clones: 1," in listed.stdout
+        assert wait_until(lambda: "[voice_clone_success]" in stack.output)  # the terminal shows the call
 
-        def voice_exists() -> bool:
-            response = requests.get(f"{fake_url}/v1/voices/{voice_id}", headers={"xi-api-key": "sandbox"}, timeout=5)
-            return response.status_code == 200
-
-        assert voice_exists()
-        ended = cli("post-call", CONVERSATION, port=port)
+        ended = stack.paste(stack.banner_command("3."))
         assert ended.returncode == 0 and json.loads(ended.stdout)["status"] == "accepted"
-        assert wait_until(lambda: not voice_exists(), timeout=30)
+        assert wait_until(lambda: f"[voice_deleted]  voice_id={voice_id}" in stack.output, timeout=30), stack.output
+        gone = stack.paste(stack.banner_command("4."))
+        assert voice_id not in gone.stdout and "this service's clones: 0," in gone.stdout
     finally:
-        stack.send_signal(signal.SIGINT)
-        rest, _ = stack.communicate(timeout=60)
-    assert stack.returncode == 0, rest
-    assert "stopped" in rest
-    fake_port = int(fake_url.rsplit(":", 1)[1])
-    for used in (port, cleanup_port, fake_port, emulator_port):
-        if used is not None:
-            assert not port_open(used), f"port {used} still open after Ctrl-C"
-    with pytest.raises(ProcessLookupError):  # no process of the stack's group survived
-        os.killpg(stack.pid, 0)
+        code = stack.stop(stop_signal)
+    assert code == 0, stack.output
+    assert "stopped" in stack.output
+    stack.assert_nothing_left(fake_port, *([emulator_port] if emulator_port else []))
+    kept = (stack.log_dir / "precall_webhook.log").read_text()
+    assert '"event_type": "voice_clone_success"' in kept  # the JSON lines stay, per run
+    assert (stack.log_dir / "pubsub-emulator.log").exists() == use_emulator
+
+
+def test_live_mode_talks_to_the_api_given_with_the_users_key_and_settings(fake, tmp_path):
+    """The local ElevenLabs server poses as the real API: a base URL and key, exported as a user would."""
+    stack = Stack("--no-emulator", log_dir=tmp_path / "run", env=clean_env(
+        ELEVENLABS_API_KEY=API_KEY, ELEVENLABS_BASE_URL=fake.url, ELEVENLABS_AGENT_ID=AGENT_ID, AGENT_UPDATE_MODE="override"))
+    try:
+        output = stack.wait_ready()
+        assert f"live mode: ElevenLabs at {fake.url}" in output and "sandbox" not in output
+        assert API_KEY not in output  # the key is never printed
+        sent = stack.paste(stack.banner_command("1."))
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        answer = json.loads(sent.stdout)
+        assert answer["voice_id"] in fake.voices
+        assert answer["agent_updated"] is False and fake.requests_to("PATCH", r"/v1/convai/agents/.*") == []  # override mode
+        init = stack.paste("INIT_WEBHOOK_SECRET=local-dev-init-secret .venv/bin/python -m precall init --call-sid CA9")
+        assert json.loads(init.stdout)["type"] == "conversation_initiation_client_data", init.stderr
+        assert stack.paste(stack.banner_command("3.")).returncode == 0
+        assert wait_until(lambda: answer["voice_id"] not in fake.voices, timeout=30)
+    finally:
+        code = stack.stop(signal.SIGTERM)
+    assert code == 0, stack.output
+    stack.assert_nothing_left()
+
+
+def test_a_bad_setting_stops_make_run_with_the_one_line_that_names_it(tmp_path):
+    stack = Stack("--no-emulator", log_dir=tmp_path / "run", env=clean_env(AGENT_UPDATE_MODE="sometimes"))
+    code = stack.process.wait(timeout=60)
+    stack._reader.join(timeout=10)
+    assert code == 2
+    assert stack.lines[-2:] == [
+        "make run: cleanup_voices did not start: configuration error: AGENT_UPDATE_MODE: must be one of patch, override, both",
+        "stopped"], stack.output
+    assert "Traceback" not in stack.output and stack.output.count("AGENT_UPDATE_MODE") == 1
+    stack.assert_nothing_left()
+
+
+def test_a_taken_port_is_refused_before_anything_starts(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "scripts/dev.py", "--port", str(port), "--log-dir", str(tmp_path / "run")],
+                                cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"make run: port {port} is in use (another make run?); "
+                                     "choose free ones: make run PORT=8090 CLEANUP_PORT=8091")
+    assert "READY" not in result.stdout and not (tmp_path / "run").exists()  # no log of another run touched
+    assert time.monotonic() - started < 10
+
+
+def test_make_run_takes_its_ports_from_make_variables():
+    dry = subprocess.run(["make", "-n", "run", "PORT=9123", "CLEANUP_PORT=9124"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=30)
+    assert dry.returncode == 0, dry.stderr
+    assert "scripts/dev.py --port 9123 --cleanup-port 9124" in dry.stdout

@@ -41,15 +41,28 @@ def test_sdk_accepts_what_we_sign_and_we_accept_what_the_sdk_accepts():
         sign(BODY, "other", now),                            # wrong secret
         f"t={now},v0={compute_signature(BODY + b' ', SECRET, now)}",  # tampered body
         f"v0={compute_signature(BODY, SECRET, now)},t={now}",  # order does not matter
-        f"t={now}, v0={compute_signature(BODY, SECRET, now)}",  # SDK does not strip spaces; neither do we
         f"t={now}",
         "",
         "garbage",
+        # `t=` is whatever int() reads, and the text as sent is what was signed (SDK behaviour).
+        f"t=+{now},v0={compute_signature(BODY, SECRET, f'+{now}')}",
+        f"t=0{now},v0={compute_signature(BODY, SECRET, f'0{now}')}",
+        f"t= {now},v0={compute_signature(BODY, SECRET, f' {now}')}",
+        f"t=+{now},v0={compute_signature(BODY, SECRET, now)}",  # signed over other text than sent
     ]
     verdicts = [(service_accepts(BODY, h), sdk_accepts(BODY, h)) for h in cases]
     assert verdicts[0] == (True, True) and verdicts[1] == (True, True)
+    assert verdicts[9:12] == [(True, True)] * 3 and verdicts[12] == (False, False)
     for ours, sdks in verdicts:
         assert ours == sdks
+
+
+def test_beyond_the_sdk_spaces_after_commas_are_accepted_and_the_future_is_bounded():
+    now = int(time.time())
+    spaced = f"t={now}, v0={compute_signature(BODY, SECRET, now)}"
+    assert service_accepts(BODY, spaced) and not sdk_accepts(BODY, spaced)  # SPEC 3: spaces after commas
+    future = sign(BODY, SECRET, now + 3600)
+    assert sdk_accepts(BODY, future) and not service_accepts(BODY, future)  # SPEC 3: at most 300 s ahead
 
 
 def test_every_json_request_the_service_accepts_passes_the_sdk(client, fake, audio_files):
@@ -68,10 +81,16 @@ def test_rotation_any_configured_secret_and_any_v0_entry_match():
         verify(BODY, header, ("old-secret",), now, 1800)
 
 
-@pytest.mark.parametrize("header", [None, "", "t=abc,v0=00", "v0=00", "t=123", "t=-5,v0=00", "x=1"])
+@pytest.mark.parametrize("header", [None, "", "t=abc,v0=00", "v0=00", "t=123", "x=1", "t=" + "9" * 4301 + ",v0=00"])
 def test_missing_or_malformed_header_is_invalid_signature(header):
     with pytest.raises(InvalidSignature):
         verify(BODY, header, (SECRET,), time.time(), 1800)
+
+
+def test_a_negative_timestamp_is_expired_as_the_sdk_says():
+    with pytest.raises(SignatureExpired):
+        verify(BODY, "t=-5,v0=00", (SECRET,), time.time(), 1800)
+    assert not sdk_accepts(BODY, "t=-5,v0=00")
 
 
 def test_old_timestamps_and_future_skew_beyond_300s_are_expired():

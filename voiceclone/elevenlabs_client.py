@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,8 +23,11 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from .deadline import Deadline, DeadlineExceeded
+from .logs import get_logger, log_event
+from .multipart import MultipartBody
 
 USER_AGENT = "precall-voice-clone/1.0"
+_log = get_logger("elevenlabs")
 
 
 @dataclass(frozen=True)
@@ -119,7 +124,7 @@ class ElevenLabsClient:
         max_attempts: int = 5,
         backoff_base: float = 0.25,
         backoff_cap: float = 4.0,
-        pool_size: int = 64,
+        pool_size: int = 512,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
     ) -> None:
@@ -161,10 +166,11 @@ class ElevenLabsClient:
             "labels": json.dumps(labels),
             "remove_background_noise": "true" if remove_background_noise else "false",
         }
+        upload = MultipartBody(form, "files", filename, mime_type, sample)  # streams the sample, no copy
         try:
             response = self._request(
                 "POST", "/v1/voices/add", deadline,
-                data=form, files={"files": (filename, sample, mime_type)},
+                data=upload, headers={"Content-Type": upload.content_type},
                 already_done=already_done,
             )
         except _FoundExisting as existing:
@@ -231,6 +237,26 @@ class ElevenLabsClient:
             raise
         return status if isinstance(status, str) else None
 
+    # -- what `doctor` and the sweep read (no side effects) -------------------------------
+
+    def get_subscription(self, deadline: Deadline) -> dict[str, Any]:
+        """`GET /v1/user/subscription` (needs `user_read`): voice slots, cloning, add/edit counter.
+        SDK 2.78 elevenlabs/user/subscription/raw_client.py, types/subscription_response.py;
+        https://elevenlabs.io/docs/api-reference/user/subscription/get"""
+        return _json(self._request("GET", "/v1/user/subscription", deadline))
+
+    def get_convai_settings(self, deadline: Deadline) -> dict[str, Any]:
+        """`GET /v1/convai/settings`: the workspace's post-call (`webhooks`) and initiation webhooks.
+        SDK 2.78 elevenlabs/conversational_ai/settings/raw_client.py, types/get_conv_ai_settings_response_model.py;
+        https://elevenlabs.io/docs/api-reference/workspace/get"""
+        return _json(self._request("GET", "/v1/convai/settings", deadline))
+
+    def list_workspace_webhooks(self, deadline: Deadline) -> list[dict[str, Any]]:
+        """`GET /v1/workspace/webhooks` (`webhooks`: URL, `is_disabled`, `is_auto_disabled`, last failure).
+        SDK 2.78 elevenlabs/webhooks/raw_client.py `list`, types/workspace_webhook_response_model.py."""
+        hooks = _json(self._request("GET", "/v1/workspace/webhooks", deadline)).get("webhooks")
+        return [h for h in hooks if isinstance(h, dict)] if isinstance(hooks, list) else []
+
     # -- the retry loop ------------------------------------------------------------------
 
     def _request(
@@ -248,15 +274,21 @@ class ElevenLabsClient:
             remaining = deadline.check()
             timeout = (min(self._connect_timeout, remaining), min(self._read_timeout, remaining))
             retry_after: float | None = None
+            if hasattr(kwargs.get("data"), "seek"):
+                kwargs["data"].seek(0)  # a streamed body is sent again from its start
+            started = time.monotonic()
             try:
                 response = self._session.request(method, url, timeout=timeout, **kwargs)
             except requests.Timeout:
+                _log_call(method, path, None, started, attempt)
                 if deadline.remaining() <= 0:
                     raise DeadlineExceeded(f"{method} {path} timed out at the deadline") from None
                 failure = ElevenLabsError(None, "timeout", f"{method} {path} timed out")
             except requests.ConnectionError:
+                _log_call(method, path, None, started, attempt)
                 failure = ElevenLabsError(None, "connection_error", f"could not reach ElevenLabs for {method} {path}")
             else:
+                _log_call(method, path, response.status_code, started, attempt)
                 if response.status_code < 400:
                     return response
                 failure = error_from_response(response)
@@ -279,6 +311,16 @@ class ElevenLabsClient:
         ceiling = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
         delay = ceiling * self._jitter()
         return max(delay, retry_after) if retry_after is not None else delay
+
+
+_ID_SEGMENT = re.compile(r"^(/v1/(?:voices|convai/agents|convai/conversations))/(?!add$)[^/]+")
+
+
+def _log_call(method: str, path: str, status: int | None, started: float, attempt: int) -> None:
+    """One `elevenlabs_call` line per attempt: API response times and statuses by endpoint, ids left out."""
+    log_event(_log, logging.INFO, "ElevenLabs request", "elevenlabs_call", method=method,
+              endpoint=_ID_SEGMENT.sub(r"\1/{id}", path), status=status,
+              duration_ms=round((time.monotonic() - started) * 1000, 1), attempt=attempt)
 
 
 class _FoundExisting(Exception):

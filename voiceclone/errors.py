@@ -62,6 +62,12 @@ class InternalError(ServiceError):
     code, http_status = "INTERNAL_ERROR", 500
 
 
+class RequestTimeout(ServiceError):
+    """The client stalled while sending its request (SPEC 8); it is cut off."""
+
+    code, http_status = "REQUEST_TIMEOUT", 408
+
+
 class RouteNotFound(ServiceError):
     code, http_status = "NOT_FOUND", 404
 

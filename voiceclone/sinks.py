@@ -24,6 +24,9 @@ class EventSink(Protocol):
 
     def publish(self, event: dict[str, Any]) -> bool: ...
 
+    def warm_up(self) -> None:
+        """Get ready for the first publish (clients, channels) in the process that will publish."""
+
 
 def _report_failure(event: dict[str, Any], error: BaseException) -> None:
     log_event(_log, logging.ERROR, "Publishing a voice lifecycle event failed", "voice_event_publish_failed",
@@ -55,6 +58,13 @@ class PubSubPublisher:
                     batch_settings=pubsub_v1.types.BatchSettings(max_messages=100, max_latency=0.005),
                 )
             return self._client
+
+    def warm_up(self) -> None:
+        """Create the client and its channel before the first call needs them (cold start)."""
+        try:
+            self._publisher()
+        except Exception as exc:  # noqa: BLE001 - the first publish will try again and log the failure
+            _report_failure({"event_type": "warm_up"}, exc)
 
     def publish(self, event: dict[str, Any]) -> bool:
         try:
@@ -100,6 +110,9 @@ class LocalEventQueue:
     def publish(self, event: dict[str, Any]) -> bool:
         self._schedule(event, attempt=1, delay=0.0)
         return True
+
+    def warm_up(self) -> None:
+        """Nothing to prepare: the worker thread starts with the first event."""
 
     def _schedule(self, event: dict[str, Any], attempt: int, delay: float) -> None:
         with self._condition:

@@ -1,0 +1,166 @@
+"""SPEC 8 on the real server started with SPEC 1's plain command: nothing a client sends before any
+signature check costs more than a bounded amount (body size, stalls, request line, headers, framing)."""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from sandbox.processes import FunctionServer, tree_rss_bytes
+from serving import CLIENT_STALL_SECONDS
+
+
+@pytest.fixture
+def server(service_env, fake):
+    process = FunctionServer("precall_webhook", dict(service_env, MAX_SAMPLE_BYTES="100000")).start()
+    yield process
+    process.stop()
+
+
+def connect(server: FunctionServer) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    return sock
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One whole response (Content-Length or chunked), or what came before the server closed."""
+    data = b""
+    while True:
+        head, _, body = data.partition(b"\r\n\r\n")
+        if _:
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), None)
+            if (length is not None and len(body) >= length) or body.endswith(b"0\r\n\r\n"):
+                return data
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/") else 0
+
+
+def test_a_declared_200_mib_body_is_refused_413_without_being_read(server):
+    before = tree_rss_bytes(server.process.pid)
+    sock = connect(server)
+    started = time.monotonic()
+    sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 209715200\r\n\r\n" + b"{" * 1000)
+    response = read_response(sock)
+    elapsed = time.monotonic() - started
+    sock.close()
+    assert status_of(response) == 413 and b'"SAMPLE_TOO_LARGE"' in response, response[:300]
+    assert elapsed < 2, elapsed  # answered before the body, which never comes
+    assert tree_rss_bytes(server.process.pid) - before < 20 * 2**20
+
+
+def test_a_chunked_body_is_refused_once_it_passes_the_limit(server):
+    sock = connect(server)
+    sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"A" * 65536
+    try:
+        for _ in range(64):  # 4 MiB offered, far past the ~200 KB limit
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server stopped listening once it had seen enough
+    response = read_response(sock)
+    sock.close()
+    assert status_of(response) == 413, response[:300]
+
+
+def test_stalled_clients_do_not_keep_healthz_waiting_and_are_cut_off(server):
+    stalled = []
+    for index in range(64):  # far more than the 8 threads a plain functions-framework gets on 2 CPUs
+        sock = connect(server)
+        if index % 2:
+            sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Le")  # mid-headers
+        else:
+            sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{\"con")  # mid-body
+        stalled.append(sock)
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
+    assert time.monotonic() - started < 2
+    # Each is answered 4xx or closed within two stall periods (the request, then gunicorn's graceful close).
+    open_sockets = {sock: b"" for sock in stalled}
+    end = time.monotonic() + 2 * CLIENT_STALL_SECONDS + 8
+    while open_sockets and time.monotonic() < end:
+        readable, _, _ = select.select(list(open_sockets), [], [], 1.0)
+        for sock in readable:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if chunk:
+                open_sockets[sock] += chunk
+            else:
+                response = open_sockets.pop(sock)
+                assert response == b"" or 400 <= status_of(response) < 500, response[:200]
+                sock.close()
+    assert not open_sockets, f"{len(open_sockets)} stalled clients still connected"
+    logs = server.logs()
+    assert '"internal_error"' not in logs
+    assert all(line.startswith("{") for line in logs.splitlines() if line.strip()), logs[-2000:]
+
+
+def test_an_overlong_request_line_and_too_many_headers_are_refused(server):
+    for request in (b"GET /" + b"a" * (1 << 20) + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(300)) + b"\r\n",
+                    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 20000 + b"\r\n\r\n"):
+        sock = connect(server)
+        try:
+            sock.sendall(request)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        response = read_response(sock)
+        sock.close()
+        assert 400 <= status_of(response) < 500, response[:200]
+
+
+def test_malformed_framing_is_a_4xx(server):
+    for request in (b"POST /webhook HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\nabc\r\n0\r\n\r\n",
+                    b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+                    b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nContent-Length: 20\r\n\r\n0123456789"):
+        sock = connect(server)
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        response = read_response(sock)
+        sock.close()
+        assert 400 <= status_of(response) < 500, (request[:80], response[:300])
+
+
+def test_a_body_shorter_than_declared_is_a_4xx_not_a_500(server):
+    sock = connect(server)
+    sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"a\": 1")
+    sock.shutdown(socket.SHUT_WR)  # the client gives up half way
+    response = read_response(sock)
+    sock.close()
+    assert status_of(response) == 0 or 400 <= status_of(response) < 500, response[:300]  # 0: the server may just close
+    assert '"internal_error"' not in server.logs()
+
+
+def test_many_concurrent_requests_are_served_by_the_plain_command(server):
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        code = requests.get(server.url + "/healthz", timeout=20).status_code
+        with lock:
+            results.append(code)
+
+    threads = [threading.Thread(target=call) for _ in range(100)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [200] * 100
