@@ -93,6 +93,14 @@ class Service:
         if response.status_code != 200:
             raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
 
+    def refused(self, sample: bytes, session: requests.Session) -> None:
+        """The same body with a signature that does not match: read whole, then answered 401."""
+        body = json_body(sample, conversation_id=f"conv_{uuid.uuid4().hex[:12]}", agent_id=AGENT)
+        response = session.post(self.url, data=body, timeout=300, headers={
+            "Content-Type": "application/json", "ElevenLabs-Signature": signature.sign(body, "not-the-secret", int(time.time()))})
+        if response.status_code != 401:
+            raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+
     def rss(self) -> int:
         return tree_rss_bytes(self.server.process.pid)
 
@@ -153,8 +161,10 @@ def added_time(fake: FakeElevenLabs, logs: Path, samples: dict[str, bytes], roun
             direct.add_and_patch(sample)
             through = [timed(lambda s=sample: service.call(s, service.session)) for _ in range(rounds)]
             alone = [timed(lambda s=sample: direct.add_and_patch(s)) for _ in range(rounds)]
+            receive = [timed(lambda s=sample: service.refused(s, service.session)) for _ in range(rounds)]
             print(f"{label:6} service {ms(p50(through)):7.1f} ms   direct {ms(p50(alone)):7.1f} ms   "
-                  f"added {ms(p50(through) - p50(alone)):6.1f} ms")
+                  f"added {ms(p50(through) - p50(alone)):6.1f} ms   (of which sending + receiving the "
+                  f"{len(json_body(sample)) / 1e6:.1f} MB body and answering 401: {ms(p50(receive)):.1f} ms)")
     finally:
         service.stop()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import sys
 import time
@@ -38,6 +39,25 @@ def private_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ.pop("TMPDIR", None)
     else:
         os.environ["TMPDIR"] = previous
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quiet_background_logs() -> Iterator[None]:
+    """In-process service logs go to `sys.stdout` as it is when they are written. A background thread
+    (event queue, prefetch) finishing after its test would write between pytest's progress dots:
+    such lines, written while no test captures output, are dropped."""
+    from voiceclone.logs import _LateStreamHandler
+
+    original = _LateStreamHandler.emit
+
+    def emit(self: _LateStreamHandler, record: logging.LogRecord) -> None:
+        if self._fixed_stream is None and sys.stdout is sys.__stdout__:
+            return
+        original(self, record)
+
+    _LateStreamHandler.emit = emit  # type: ignore[method-assign]
+    yield
+    _LateStreamHandler.emit = original  # type: ignore[method-assign]
 
 
 @pytest.fixture(scope="session")
