@@ -60,9 +60,16 @@ class PubSubPublisher:
             return self._client
 
     def warm_up(self) -> None:
-        """Create the client and its channel before the first call needs them (cold start)."""
+        """Create the client and connect its channel before the first call needs them (cold start:
+        the channel otherwise connects during the first publish, ~200 ms on the emulator)."""
         try:
-            self._publisher()
+            import grpc
+            from google.api_core import retry as _  # noqa: F401 - imported here, not during the first publish
+
+            transport = getattr(self._publisher(), "transport", None)
+            channel = getattr(transport, "grpc_channel", None)
+            if channel is not None:
+                grpc.channel_ready_future(channel).result(timeout=self._timeout)
         except Exception as exc:  # noqa: BLE001 - the first publish will try again and log the failure
             _report_failure({"event_type": "warm_up"}, exc)
 
