@@ -70,7 +70,7 @@ def main() -> int:
     try:
         log_dir = args.log_dir or new_run_dir(ROOT / ".dev" / "runs")
         log_dir.mkdir(parents=True, exist_ok=True)
-        env, fake_url = service_env(os.environ, started, console)
+        env, fake_url = service_env(os.environ, started, console, f"http://127.0.0.1:{args.port}")
         cleanup = FunctionServer("cleanup_voices", env, signature_type="cloudevent", port=args.cleanup_port,
                                  log_dir=log_dir, on_line=console.events_of("cleanup"))
         started.append(cleanup)
@@ -127,9 +127,11 @@ def start_emulator(env: dict[str, str], cleanup_url: str, started: list[Any], lo
     return None
 
 
-def service_env(shell: Mapping[str, str], started: list[Any], console: Console) -> tuple[dict[str, str], str | None]:
+def service_env(shell: Mapping[str, str], started: list[Any], console: Console,
+                service_url: str) -> tuple[dict[str, str], str | None]:
     """The services' settings: the user's (every variable the service reads), local secrets where
-    none are given, and in sandbox mode the local ElevenLabs. Returns them and the sandbox's URL."""
+    none are given, and in sandbox mode the local ElevenLabs, whose account's webhooks point at
+    `service_url` (so `doctor --service-url` agrees). Returns them and the sandbox's URL."""
     env = {name: shell[name] for name in ENVIRONMENT_VARIABLES if name in shell and name not in OWNED_BY_RUN}
     if "THREADS" in shell:
         env["THREADS"] = shell["THREADS"]
@@ -142,7 +144,8 @@ def service_env(shell: Mapping[str, str], started: list[Any], console: Console) 
         if not shell.get("ELEVENLABS_AGENT_ID"):
             console.say("  ELEVENLABS_AGENT_ID is not set: give `precall send` an --agent-id, or export it and restart")
         return env, None
-    fake = FakeElevenLabs(api_key=SANDBOX_API_KEY, auto_create_agents=True, record_file_bytes=False)
+    fake = FakeElevenLabs(api_key=SANDBOX_API_KEY, auto_create_agents=True, record_file_bytes=False,
+                          service_url=service_url)
     started.append(fake)
     fake.start()
     console.say(f"sandbox mode: no ELEVENLABS_API_KEY, so the local ElevenLabs test server at {fake.url} plays ElevenLabs")
