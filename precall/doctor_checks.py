@@ -14,7 +14,8 @@ from collections.abc import Collection, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from voiceclone.readiness import FAILED, OK, SEVERITY, UNKNOWN, WARNING, Finding, dig, public_url
+from voiceclone.documents import dig
+from voiceclone.readiness import FAILED, OK, SEVERITY, UNKNOWN, WARNING, Finding, public_url
 
 from .init_answer import ANSWER_TYPE, SERVICE_VARIABLES, OverridePermissions
 

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from voiceclone.documents import dig
+
 from .greeting import display_name, greeting
 
 ANSWER_TYPE = "conversation_initiation_client_data"
@@ -58,11 +60,11 @@ class OverridePermissions:
         """From `GET /v1/convai/agents/{id}`: `platform_settings.overrides` (SDK 2.78
         `ConversationInitiationClientDataConfigOutput`: `conversation_config_override.agent.first_message`,
         `.tts.voice_id`, `enable_conversation_initiation_client_data_from_webhook`). Absent means not allowed."""
-        overrides = _dig(agent, "platform_settings", "overrides")
+        overrides = dig(agent, "platform_settings", "overrides")
         return cls(
-            first_message=_dig(overrides, "conversation_config_override", "agent", "first_message") is True,
-            voice=_dig(overrides, "conversation_config_override", "tts", "voice_id") is True,
-            initiation_webhook=_dig(overrides, "enable_conversation_initiation_client_data_from_webhook") is True,
+            first_message=dig(overrides, "conversation_config_override", "agent", "first_message") is True,
+            voice=dig(overrides, "conversation_config_override", "tts", "voice_id") is True,
+            initiation_webhook=dig(overrides, "enable_conversation_initiation_client_data_from_webhook") is True,
         )
 
 
@@ -91,11 +93,3 @@ def build_answer(clone: ClonedVoice | None, permissions: OverridePermissions | N
     if permissions is not None and permissions.voice and clone is not None:
         override["tts"] = {"voice_id": clone.voice_id}
     return {"type": ANSWER_TYPE, "dynamic_variables": variables, "conversation_config_override": override}
-
-
-def _dig(document: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(document, dict):
-            return None
-        document = document.get(key)
-    return document

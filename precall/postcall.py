@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from voiceclone.documents import dig
 from voiceclone.errors import InvalidPayload
 
 CALL_END_EVENT_TYPES = ("post_call_transcription", "post_call_audio", "call_initiation_failure")
@@ -46,8 +47,8 @@ def parse_post_call(body: bytes) -> PostCallEvent | None:
 def related_ids(data: dict[str, Any], conversation_id: str) -> tuple[str, ...]:
     """The call's telephony id from `metadata.phone_call.call_sid` and the dynamic variables
     (`system__call_sid`, and `precall_conversation_id` where ElevenLabs echoes it); any one suffices."""
-    candidates: list[Any] = [_dig(data, "metadata", "phone_call", "call_sid")]
-    variables = _dig(data, "conversation_initiation_client_data", "dynamic_variables")
+    candidates: list[Any] = [dig(data, "metadata", "phone_call", "call_sid")]
+    variables = dig(data, "conversation_initiation_client_data", "dynamic_variables")
     if isinstance(variables, dict):
         candidates.extend(variables.get(name) for name in RELATED_DYNAMIC_VARIABLES)
     found: list[str] = []
@@ -55,11 +56,3 @@ def related_ids(data: dict[str, Any], conversation_id: str) -> tuple[str, ...]:
         if isinstance(value, str) and _ID_PATTERN.fullmatch(value) and value != conversation_id and value not in found:
             found.append(value)
     return tuple(found)
-
-
-def _dig(document: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(document, dict):
-            return None
-        document = document.get(key)
-    return document

@@ -13,7 +13,7 @@ RUN_PATH = ("main.py", "wiring.py", "serving.py", "precall", "cleanup", "voicecl
 PURE_MODULES = {
     "precall.signature", "precall.payload", "precall.audio", "precall.greeting", "precall.outcome",
     "precall.responses", "precall.postcall", "precall.single_flight", "voiceclone.naming", "voiceclone.events",
-    "voiceclone.errors", "voiceclone.deadline", "voiceclone.readiness", "precall.doctor_checks",
+    "voiceclone.errors", "voiceclone.deadline", "voiceclone.documents", "voiceclone.readiness", "precall.doctor_checks",
 }
 IO_MODULES = ("requests", "google", "flask", "functions_framework", "voiceclone.elevenlabs_client",
               "voiceclone.sinks", "voiceclone.secret_manager", "voiceclone.clones", "precall.service",

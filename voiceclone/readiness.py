@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
+from .documents import dig
+
 OK = "ok"
 WARNING = "warning"
 UNKNOWN = "could not tell"
@@ -46,15 +48,6 @@ class Finding:
 
 def worst(findings: list[Finding]) -> str:
     return max((f.status for f in findings), key=SEVERITY.index, default=OK)
-
-
-def dig(document: Any, *keys: str) -> Any:
-    """`document[k1][k2]...`, or None where a level is missing or not an object."""
-    for key in keys:
-        if not isinstance(document, dict):
-            return None
-        document = document.get(key)
-    return document
 
 
 def public_url(url: str) -> str:
