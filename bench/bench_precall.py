@@ -86,19 +86,12 @@ class Service:
         self.url = self.server.url + "/webhook"
         self.session = requests.Session()
 
-    def call(self, sample: bytes, session: requests.Session | None = None) -> None:
-        body = json_body(sample, conversation_id=f"conv_{uuid.uuid4().hex[:12]}", agent_id=AGENT)
+    def call(self, signed: tuple[bytes, str], session: requests.Session | None = None, expect: int = 200) -> None:
+        """POST one prepared body (built and signed before the clock starts, as a sender would have it)."""
+        body, header = signed
         response = (session or requests).post(self.url, data=body, timeout=300, headers={
-            "Content-Type": "application/json", "ElevenLabs-Signature": signature.sign(body, SECRET, int(time.time()))})
-        if response.status_code != 200:
-            raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
-
-    def refused(self, sample: bytes, session: requests.Session) -> None:
-        """The same body with a signature that does not match: read whole, then answered 401."""
-        body = json_body(sample, conversation_id=f"conv_{uuid.uuid4().hex[:12]}", agent_id=AGENT)
-        response = session.post(self.url, data=body, timeout=300, headers={
-            "Content-Type": "application/json", "ElevenLabs-Signature": signature.sign(body, "not-the-secret", int(time.time()))})
-        if response.status_code != 401:
+            "Content-Type": "application/json", "ElevenLabs-Signature": header})
+        if response.status_code != expect:
             raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
 
     def rss(self) -> int:
@@ -106,6 +99,15 @@ class Service:
 
     def stop(self) -> None:
         self.server.stop()
+
+
+def signed_bodies(sample: bytes, count: int, secret: str = SECRET) -> list[tuple[bytes, str]]:
+    """`count` pre-call bodies for distinct conversations, signed (with `secret`)."""
+    bodies = []
+    for _ in range(count):
+        body = json_body(sample, conversation_id=f"conv_{uuid.uuid4().hex[:12]}", agent_id=AGENT)
+        bodies.append((body, signature.sign(body, secret, int(time.time()))))
+    return bodies
 
 
 class Direct:
@@ -126,20 +128,20 @@ class Direct:
         self.client.update_agent(AGENT, first_message="Hallo Ivan", voice_id=voice_id, deadline=Deadline(60))
 
 
-def concurrently(action: Callable[[requests.Session], None], count: int) -> float:
-    """Wall time of `count` simultaneous calls (each on its own connection)."""
+def concurrently(action: Callable[[requests.Session, int], None], count: int) -> float:
+    """Wall time of `count` simultaneous calls (each on its own connection; `action` gets its index)."""
     errors: list[BaseException] = []
     barrier = threading.Barrier(count + 1)
 
-    def run() -> None:
+    def run(index: int) -> None:
         session = requests.Session()
         barrier.wait()
         try:
-            action(session)
+            action(session, index)
         except BaseException as exc:  # noqa: BLE001 - reported after the run
             errors.append(exc)
 
-    threads = [threading.Thread(target=run) for _ in range(count)]
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
     for thread in threads:
         thread.start()
     barrier.wait()
@@ -157,11 +159,12 @@ def added_time(fake: FakeElevenLabs, logs: Path, samples: dict[str, bytes], roun
     service, direct = Service(fake, logs), Direct(fake)
     try:
         for label, sample in samples.items():
-            service.call(sample, service.session)
+            accepted, refused = signed_bodies(sample, rounds + 1), signed_bodies(sample, rounds, secret="not-the-secret")
+            service.call(accepted.pop(), service.session)
             direct.add_and_patch(sample)
-            through = [timed(lambda s=sample: service.call(s, service.session)) for _ in range(rounds)]
+            through = [timed(lambda b=b: service.call(b, service.session)) for b in accepted]
             alone = [timed(lambda s=sample: direct.add_and_patch(s)) for _ in range(rounds)]
-            receive = [timed(lambda s=sample: service.refused(s, service.session)) for _ in range(rounds)]
+            receive = [timed(lambda b=b: service.call(b, service.session, expect=401)) for b in refused]
             print(f"{label:6} service {ms(p50(through)):7.1f} ms   direct {ms(p50(alone)):7.1f} ms   "
                   f"added {ms(p50(through) - p50(alone)):6.1f} ms   (of which sending + receiving the "
                   f"{len(json_body(sample)) / 1e6:.1f} MB body and answering 401: {ms(p50(receive)):.1f} ms)")
@@ -176,8 +179,9 @@ def realistic_latency(fake: FakeElevenLabs, logs: Path, sample: bytes, rounds: i
     for mode, baseline_name, baseline in (("patch", "add + PATCH", direct.add_and_patch), ("override", "add", direct.add)):
         service = Service(fake, logs, AGENT_UPDATE_MODE=mode)
         try:
-            service.call(sample, service.session)
-            through = p50([timed(lambda: service.call(sample, service.session)) for _ in range(rounds)])
+            bodies = signed_bodies(sample, rounds + 1)
+            service.call(bodies.pop(), service.session)
+            through = p50([timed(lambda b=b: service.call(b, service.session)) for b in bodies])
             alone = p50([timed(lambda: baseline(sample)) for _ in range(rounds)])
             print(f"{mode:8} service {through:.3f} s   direct {baseline_name} {alone:.3f} s   ratio {through / alone:.3f}x")
         finally:
@@ -189,11 +193,13 @@ def concurrency(fake: FakeElevenLabs, logs: Path, sample: bytes, counts: list[in
     fake.endpoint_latency, fake.latency = {}, 2.0
     service = Service(fake, logs)
     try:
-        service.call(sample)
-        one = timed(lambda: service.call(sample))
+        warm, single = signed_bodies(sample, 2)
+        service.call(warm)
+        one = timed(lambda: service.call(single))
         print(f"one call {one:.2f} s")
         for count in counts:
-            wall = concurrently(lambda session: service.call(sample, session), count)
+            bodies = signed_bodies(sample, count)
+            wall = concurrently(lambda session, index, bodies=bodies: service.call(bodies[index], session), count)
             print(f"{count:4} concurrent {wall:.2f} s   ratio {wall / one:.2f}x")
     finally:
         service.stop()
@@ -205,7 +211,8 @@ def memory(fake: FakeElevenLabs, logs: Path, sample: bytes, in_flight: int) -> N
     fake.endpoint_latency = {("POST", "/v1/voices/add"): 3.0}
     service = Service(fake, logs)
     try:
-        service.call(sample)
+        bodies = signed_bodies(sample, in_flight + 1)
+        service.call(bodies.pop())
         time.sleep(2)
         idle = service.rss()
         peak = [idle]
@@ -218,7 +225,7 @@ def memory(fake: FakeElevenLabs, logs: Path, sample: bytes, in_flight: int) -> N
 
         watcher = threading.Thread(target=watch)
         watcher.start()
-        concurrently(lambda session: service.call(sample, session), in_flight)
+        concurrently(lambda session, index: service.call(bodies[index], session), in_flight)
         done.set()
         watcher.join()
         time.sleep(3)
@@ -249,8 +256,9 @@ def cold_start(fake: FakeElevenLabs, logs: Path, sample: bytes, rounds: int) -> 
             service = Service(fake, logs, PUBSUB_EMULATOR_HOST=emulator.host, GOOGLE_CLOUD_PROJECT="bench-project",
                               VOICE_EVENTS_TOPIC=topology.topic)
             try:
-                first = timed(lambda: service.call(sample, service.session))
-                warm = p50([timed(lambda: service.call(sample, service.session)) for _ in range(rounds)])
+                first_body, *warm_bodies = signed_bodies(sample, rounds + 1)
+                first = timed(lambda: service.call(first_body, service.session))
+                warm = p50([timed(lambda b=b: service.call(b, service.session)) for b in warm_bodies])
                 print(f"{label:22} first {ms(first):7.1f} ms   warm p50 {ms(warm):7.1f} ms   ratio {first / warm:.2f}x")
             finally:
                 service.stop()
