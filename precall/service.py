@@ -154,7 +154,6 @@ class PrecallService:
             raise VoiceCloningFailed(
                 "ElevenLabs could not clone the voice: the sample matches a protected voice and the clone requires "
                 "verification before use, so it cannot be used for this call (the clone was discarded)")
-        event = events.voice_created(voice_id, name, conversation_id, request.agent_id, created_at)
         earlier = [c for c in self._wait_for(lookup, deadline) if c.voice_id != voice_id]
         if earlier:
             keep = min(earlier, key=lambda c: (c.created_at or created_at, c.voice_id))
@@ -164,7 +163,8 @@ class PrecallService:
             return _Cloned(keep.voice_id, keep.name, reused=True, event=None)
         log_event(_log, logging.INFO, "Voice cloned successfully", "voice_clone_success",
                   conversation_id=conversation_id, voice_id=voice_id, clone_ms=timings["clone_ms"])
-        return _Cloned(voice_id, name, reused=False, event=event)
+        return _Cloned(voice_id, name, reused=False,
+                       event=events.voice_created(voice_id, name, conversation_id, request.agent_id, created_at))
 
     @staticmethod
     def _wait_for(lookup: Future[list[Clone]], deadline: Deadline) -> list[Clone]:
