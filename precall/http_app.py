@@ -110,7 +110,11 @@ class WebhookApp:
             return self._error(InternalError("Internal error"), path, conversation["id"])
 
     def _error(self, error: ServiceError, path: str, conversation_id: str | None) -> flask.Response:
-        """Every error answer is one `webhook_error` line (error rates by code), then its JSON body."""
+        """Every error answer is one `webhook_error` line (error rates by code), then its JSON body; a
+        refused signature or header secret, on any route, is also one `signature_rejected` line."""
+        if isinstance(error, (InvalidSignature, SignatureExpired)):
+            log_event(_log, logging.WARNING, "Webhook signature rejected", "signature_rejected", path=path,
+                      reason=error.code)
         log_event(_log, logging.ERROR if error.http_status >= 500 else logging.WARNING, "Webhook answered with an error",
                   "webhook_error", path=path, error_code=error.code, http_status=error.http_status,
                   conversation_id=conversation_id)
@@ -134,7 +138,7 @@ class WebhookApp:
         """The verified, parsed request. The raw body lives only in here: a 13 MB base64 body is
         freed as soon as its sample is decoded, instead of riding along for the whole call."""
         body = _read_body(request, self._settings.max_body_bytes)
-        self._verify(request, body, "/webhook")
+        self._verify(request, body)
         content_type = request.headers.get("Content-Type")
         try:
             return parse_request(body, content_type, self._settings.default_agent_id, self._settings.max_sample_bytes)
@@ -145,27 +149,16 @@ class WebhookApp:
 
     def _init(self, request: flask.Request) -> flask.Response:
         body = _read_body(request, MAX_INIT_BODY_BYTES)
-        try:
-            self._conversation_init.authenticate(request, body)
-        except InvalidSignature as error:
-            log_event(_log, logging.WARNING, "Conversation initiation webhook rejected", "signature_rejected",
-                      path="/conversation-init", reason=error.code)
-            raise
+        self._conversation_init.authenticate(request, body)
         return _json_response(self._conversation_init.answer(body), 200)
 
     def _post_call(self, request: flask.Request) -> flask.Response:
         """Any size is read (post_call_audio carries the whole call, chunked): the signature is computed
         while the body streams and only its skeleton is kept, so memory stays flat (SPEC 5). A 413
         would count towards ElevenLabs disabling the webhook."""
-        try:
-            with _body_read_errors():
-                signed = read_signed_json(request.stream, request.headers.get(signature.SIGNATURE_HEADER),
-                                          self._settings.webhook_secrets, self._wall_clock(),
-                                          self._settings.webhook_tolerance_seconds)
-        except (InvalidSignature, SignatureExpired) as error:
-            log_event(_log, logging.WARNING, "Webhook signature rejected", "signature_rejected", path="/post-call",
-                      reason=error.code)
-            raise
+        with _body_read_errors():
+            signed = read_signed_json(request.stream, request.headers.get(signature.SIGNATURE_HEADER),
+                                      self._settings.webhook_secrets, self._wall_clock(), self._settings.webhook_tolerance_seconds)
         if signed.overflowed:
             log_event(_log, logging.ERROR, "Post-call event too large to read; its clones wait for the TTL",
                       "post_call_unreadable", body_bytes=signed.body_bytes)
@@ -180,14 +173,9 @@ class WebhookApp:
                   related_ids=list(event.related_ids), published=published)
         return _json_response({"status": "accepted", "conversation_id": event.conversation_id}, 200)
 
-    def _verify(self, request: flask.Request, body: bytes, path: str) -> None:
-        try:
-            signature.verify(body, request.headers.get(signature.SIGNATURE_HEADER), self._settings.webhook_secrets,
-                             self._wall_clock(), self._settings.webhook_tolerance_seconds)
-        except (InvalidSignature, SignatureExpired) as error:
-            log_event(_log, logging.WARNING, "Webhook signature rejected", "signature_rejected",
-                      path=path, reason=error.code)
-            raise
+    def _verify(self, request: flask.Request, body: bytes) -> None:
+        signature.verify(body, request.headers.get(signature.SIGNATURE_HEADER), self._settings.webhook_secrets,
+                         self._wall_clock(), self._settings.webhook_tolerance_seconds)
 
 
 def _read_body(request: flask.Request, limit: int) -> bytes:
