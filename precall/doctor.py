@@ -32,14 +32,13 @@ from voiceclone.config import ConfigError, Settings, load_settings
 from voiceclone.deadline import Deadline, DeadlineExceeded
 from voiceclone.elevenlabs_client import ElevenLabsClient, ElevenLabsError
 from voiceclone.logs import configure_logging
-from voiceclone.naming import CLONE_SOURCE, CLONE_TYPE, clone_description, clone_labels, voice_name
+from voiceclone.naming import CLONE_SOURCE, CLONE_TYPE, ID_PATTERN, clone_description, clone_labels, voice_name
 from voiceclone.readiness import FAILED, OK, UNKNOWN, Finding, assess_postcall_webhook, public_url
 
 from . import doctor_checks as checks
 
 PROBE_SAMPLE = Path(__file__).with_name("data") / "probe_sample.mp3"  # 6 s of espeak-ng speech, MP3
 HTTP_TIMEOUT_SECONDS = 10.0
-_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 T = TypeVar("T")
 
 
@@ -335,7 +334,7 @@ def _configure(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Settin
     agent_id = args.agent or settings.default_agent_id
     if not agent_id:
         raise ConfigError("ELEVENLABS_AGENT_ID", "is required for doctor (or pass --agent)")
-    if not _ID.fullmatch(agent_id):
+    if not ID_PATTERN.fullmatch(agent_id):
         raise ConfigError("--agent", "must be letters, digits, '-' or '_'")
     if args.service_url is not None and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", args.service_url):
         raise ConfigError("--service-url", "must be the service's http(s) base URL, e.g. https://precall-webhook-….run.app")

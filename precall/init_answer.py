@@ -7,17 +7,16 @@ not allow, so overrides are only ever built from `OverridePermissions` read off 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from voiceclone.documents import dig
+from voiceclone.naming import ID_PATTERN
 
 from .greeting import display_name, greeting
 
 ANSWER_TYPE = "conversation_initiation_client_data"
 SERVICE_VARIABLES = ("caller_name", "precall_voice_id", "precall_conversation_id")
-_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ def parse_init_request(body: bytes) -> InitRequest:
 
 
 def _id(value: Any) -> str | None:
-    return value if isinstance(value, str) and _ID_PATTERN.fullmatch(value) else None
+    return value if isinstance(value, str) and ID_PATTERN.fullmatch(value) else None
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,8 @@ from werkzeug.formparser import MultiPartParser
 from werkzeug.http import parse_options_header
 
 from voiceclone.errors import InvalidPayload, MissingVoiceSample, SampleTooLarge
-from voiceclone.naming import MAX_CONVERSATION_SUFFIX_LENGTH, conversation_suffix
+from voiceclone.naming import ID_PATTERN, MAX_CONVERSATION_SUFFIX_LENGTH, conversation_suffix
 
-_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _PHONE_PATTERN = re.compile(r"\+?[0-9][0-9 ().-]{2,31}")
 _WHITESPACE = re.compile(rb"\s+")
 # Where the JSON string value of a "data" key starts.
@@ -223,7 +222,7 @@ def _call_sid(value: Any) -> str | None:
     voice-name suffix, so it follows the same character rules."""
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or not _ID_PATTERN.fullmatch(value):
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise InvalidPayload("call_sid must be letters, digits, '-' or '_'")
     if len(conversation_suffix(value)) > MAX_CONVERSATION_SUFFIX_LENGTH:
         raise InvalidPayload("call_sid is too long")
@@ -244,7 +243,7 @@ def _conversation_id(value: Any, call_sid: str | None = None) -> str:
         return call_sid
     if value is None or value == "":
         raise InvalidPayload("conversation_id is required (or call_sid)")
-    if not isinstance(value, str) or not _ID_PATTERN.fullmatch(value):
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise InvalidPayload("conversation_id must be letters, digits, '-' or '_'")
     if len(conversation_suffix(value)) > MAX_CONVERSATION_SUFFIX_LENGTH:
         raise InvalidPayload("conversation_id is too long")
@@ -256,7 +255,7 @@ def _agent_id(value: Any, default: str | None) -> str:
         if default is None:
             raise InvalidPayload("agent_id is required (no ELEVENLABS_AGENT_ID configured)")
         return default
-    if not isinstance(value, str) or not _ID_PATTERN.fullmatch(value):
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise InvalidPayload("agent_id must be letters, digits, '-' or '_'")
     return value
 

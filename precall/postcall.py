@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from voiceclone.documents import dig
 from voiceclone.errors import InvalidPayload
+from voiceclone.naming import ID_PATTERN
 
 CALL_END_EVENT_TYPES = ("post_call_transcription", "post_call_audio", "call_initiation_failure")
 # Where ElevenLabs reports the telephony call id that a clone prepared before the call is named after.
 RELATED_DYNAMIC_VARIABLES = ("system__call_sid", "precall_conversation_id")
-_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,6 @@ def related_ids(data: dict[str, Any], conversation_id: str) -> tuple[str, ...]:
         candidates.extend(variables.get(name) for name in RELATED_DYNAMIC_VARIABLES)
     found: list[str] = []
     for value in candidates:
-        if isinstance(value, str) and _ID_PATTERN.fullmatch(value) and value != conversation_id and value not in found:
+        if isinstance(value, str) and ID_PATTERN.fullmatch(value) and value != conversation_id and value not in found:
             found.append(value)
     return tuple(found)

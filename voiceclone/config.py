@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from .naming import ID_PATTERN
 from .secret_manager import SecretReferenceError, SecretResolver
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
@@ -110,7 +111,7 @@ def load_settings(
         raise ConfigError("ELEVENLABS_BASE_URL", "must be an http(s) URL")
     resolver.close()
     agent_id = _optional(env, "ELEVENLABS_AGENT_ID")
-    if agent_id is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", agent_id):
+    if agent_id is not None and not ID_PATTERN.fullmatch(agent_id):
         raise ConfigError("ELEVENLABS_AGENT_ID", "must be letters, digits, '-' or '_'")
 
     return Settings(

@@ -14,9 +14,11 @@ CLONE_TYPE = "instant_clone"
 _NOT_NAME_CHARS = re.compile(r"[^\w-]", re.UNICODE)
 # Caller part "C" + "_Clone_" + "YYYYMMDD_HHMMSS" + "_": what a conversation id leaves room for.
 MAX_CONVERSATION_SUFFIX_LENGTH = MAX_VOICE_NAME_LENGTH - len("C_Clone_20250101_000000_")
+# Conversation, call and agent ids: they go into URLs and voice names, so letters, digits, '-', '_'.
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 DEFAULT_CALLER_PART = "Caller"
 DESCRIPTION_PREFIX = "Instant clone for conversation "
-_DESCRIPTION = re.compile(re.escape(DESCRIPTION_PREFIX) + r"([A-Za-z0-9_-]{1,128})(?: caller ([0-9a-f]{16}))?")
+_DESCRIPTION = re.compile(re.escape(DESCRIPTION_PREFIX) + f"({ID_PATTERN.pattern})" + r"(?: caller ([0-9a-f]{16}))?")
 _NAME_HEAD = re.compile(r"(.+)_Clone_(\d{8}_\d{6})", re.DOTALL)
 _PHONE_NOISE = re.compile(r"[\s().-]")
 
