@@ -11,13 +11,13 @@ RUN pip install --no-cache-dir --disable-pip-version-check -r requirements.txt
 
 COPY main.py ./
 COPY wiring.py ./
-COPY serving.py ./
+COPY serving/ ./serving/
 COPY voiceclone/ voiceclone/
 COPY precall/ precall/
 COPY cleanup/ cleanup/
 
 USER app
-# THREADS: gunicorn threads per instance (serving.py defaults it to 256); keep >= Cloud Run --concurrency.
+# THREADS: gunicorn threads per instance (serving/ defaults it to 256); keep >= Cloud Run --concurrency.
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     FUNCTION_TARGET=precall_webhook \

@@ -135,10 +135,22 @@ class WebhookApp:
         return _json_response(success_body(outcome, self._settings, elapsed_ms), 200)
 
     def _parse_signed(self, request: flask.Request, conversation: dict[str, str | None]) -> PrecallRequest:
-        """The verified, parsed request. The raw body lives only in here: a 13 MB base64 body is
-        freed as soon as its sample is decoded, instead of riding along for the whole call."""
-        body = _read_body(request, self._settings.max_body_bytes)
-        self._verify(request, body)
+        """The verified, parsed request. The body is hashed piece by piece as it is received (13 MB
+        cost 7.5 ms of HMAC after the read; now it overlaps with the sender), and the raw body lives
+        only in here: it is freed as soon as its sample is decoded."""
+        try:
+            verifier: signature.StreamingVerifier | None = signature.StreamingVerifier(
+                request.headers.get(signature.SIGNATURE_HEADER), self._settings.webhook_secrets, self._wall_clock(),
+                self._settings.webhook_tolerance_seconds)
+            refusal: ServiceError | None = None
+        except ServiceError as error:
+            verifier, refusal = None, error
+        body = _read_body(request, self._settings.max_body_bytes, verifier.update if verifier else None)
+        # A refused header is answered only after the body is read: answering while the client is still
+        # sending makes its kernel see a reset instead of the 401.
+        if verifier is None:
+            raise refusal  # type: ignore[misc]
+        verifier.finish()
         content_type = request.headers.get("Content-Type")
         try:
             return parse_request(body, content_type, self._settings.default_agent_id, self._settings.max_sample_bytes)
@@ -173,35 +185,46 @@ class WebhookApp:
                   related_ids=list(event.related_ids), published=published)
         return _json_response({"status": "accepted", "conversation_id": event.conversation_id}, 200)
 
-    def _verify(self, request: flask.Request, body: bytes) -> None:
-        signature.verify(body, request.headers.get(signature.SIGNATURE_HEADER), self._settings.webhook_secrets,
-                         self._wall_clock(), self._settings.webhook_tolerance_seconds)
 
-
-def _read_body(request: flask.Request, limit: int) -> bytes:
+def _read_body(request: flask.Request, limit: int, feed: Callable[[memoryview], None] | None = None) -> bytes | bytearray:
     """The raw body, refused with 413 as soon as it is known to exceed `limit`; never kept on the
-    request, so it is freed with its last reference.
+    request, so it is freed with its last reference. `feed` sees each piece as it arrives.
 
-    A declared Content-Length is checked before reading, and such a body is read in one call:
-    gunicorn then fills it with 1 MiB reads, where werkzeug's `get_data` (64 KiB reads) made gunicorn
-    re-copy its read-ahead buffer on each (measured: about 80 ms more for a 13 MB body). A chunked
-    body is read at most one byte past the limit (werkzeug stops there silently, so the extra byte is
-    the tell).
+    A body of declared length (checked before reading) is received into one buffer of that size
+    with `readinto`, which `serving` gives gunicorn's body: no copy between the socket and the
+    buffer. A chunked body is read at most one byte past the limit (werkzeug stops there
+    silently, so the extra byte is the tell).
     """
     declared = request.content_length
     if declared is not None and declared > limit:
         raise SampleTooLarge(f"Request body is larger than {limit} bytes")
     request.max_content_length = limit + 1
     with _body_read_errors():
+        if declared is not None:
+            return _receive_exactly(request.stream, declared, feed)
         try:
-            body = request.stream.read(declared) if declared is not None else request.get_data(cache=False)
+            body = request.get_data(cache=False)
         except RequestEntityTooLarge:
             raise SampleTooLarge(f"Request body is larger than {limit} bytes") from None
-    if declared is not None and len(body) < declared:
-        raise InvalidPayload("The request body ended before its declared length") from _BodyUnread()
     if len(body) > limit:
         raise SampleTooLarge(f"Request body is larger than {limit} bytes")
+    if feed is not None:
+        feed(memoryview(body))
     return body
+
+
+def _receive_exactly(stream: Any, length: int, feed: Callable[[memoryview], None] | None) -> bytearray:
+    buffer = bytearray(length)
+    view = memoryview(buffer)
+    received = 0
+    while received < length:
+        count = stream.readinto(view[received:])
+        if not count:
+            raise InvalidPayload("The request body ended before its declared length") from _BodyUnread()
+        if feed is not None:
+            feed(view[received:received + count])
+        received += count
+    return buffer
 
 
 class _BodyUnread(Exception):

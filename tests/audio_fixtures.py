@@ -34,7 +34,7 @@ def _speech_wav(path: Path, seconds: float) -> None:
     raw.unlink()
 
 
-def _id3v2_tag(payload_bytes: int) -> bytes:
+def id3v2_tag(payload_bytes: int) -> bytes:
     """An ID3v2.3 tag holding one PRIV frame of `payload_bytes` (like embedded cover art)."""
     body = b"precall-test\x00" + b"\x00" * payload_bytes
     frame = b"PRIV" + struct.pack(">I", len(body)) + b"\x00\x00" + body
@@ -102,7 +102,7 @@ def build_fixtures(directory: Path) -> dict[str, Path]:
     short_mp3 = d / "mp3_1_5s_untagged.mp3"
     _ffmpeg("-i", str(short_speech), "-c:a", "libmp3lame", "-b:a", "64k", "-id3v2_version", "0", "-write_xing", "0", str(short_mp3))
     files["mp3_big_id3_short"] = d / "mp3_big_id3_short.mp3"
-    files["mp3_big_id3_short"].write_bytes(_id3v2_tag(1_500_000) + short_mp3.read_bytes())
+    files["mp3_big_id3_short"].write_bytes(id3v2_tag(1_500_000) + short_mp3.read_bytes())
 
     # A WAV header claiming 60 s over 1 s of PCM data.
     files["wav_lying_header"] = d / "wav_lying_header.wav"
@@ -116,7 +116,7 @@ def build_fixtures(directory: Path) -> dict[str, Path]:
     vorbis = files["ogg_vorbis"].read_bytes()
     files["ogg_garbage"].write_bytes(vorbis[:58] + noise)
     files["mp3_garbage"] = d / "mp3_garbage.mp3"
-    files["mp3_garbage"].write_bytes(_id3v2_tag(100) + noise)
+    files["mp3_garbage"].write_bytes(id3v2_tag(100) + noise)
 
     files["text"] = d / "not_audio.mp3"
     files["text"].write_bytes(b"This is a text file pretending to be an MP3.\n" * 100)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sandbox.processes import ROOT
 
-RUN_PATH = ("main.py", "wiring.py", "serving.py", "precall", "cleanup", "voiceclone")
+RUN_PATH = ("main.py", "wiring.py", "serving", "precall", "cleanup", "voiceclone")
 # Pure logic: bytes/objects in, objects out. No network, Pub/Sub, Secret Manager or HTTP client.
 PURE_MODULES = {
     "precall.signature", "precall.payload", "precall.audio", "precall.greeting", "precall.outcome",

@@ -1,0 +1,61 @@
+"""gunicorn's threaded worker and logger as the service runs them: stalled clients cut off, request
+bodies received directly, large buffers kept between calls, gunicorn's own lines as JSON."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from gunicorn.glogging import Logger
+from gunicorn.workers.gthread import ThreadWorker
+
+from voiceclone.logs import CloudLoggingFormatter
+
+from .body import receive_bodies_directly
+from .memory import IdleTrimmer
+
+# A client that sends nothing for this long while its request (headers or body) is incomplete is cut off.
+CLIENT_STALL_SECONDS = 10.0
+
+
+class _StallBoundedSocket(socket.socket):
+    """A client socket whose blocking reads and writes give up after `CLIENT_STALL_SECONDS`.
+
+    gunicorn switches each connection's socket to blocking mode (no timeout) before it parses a
+    request in a worker thread; this keeps a timeout whenever it does."""
+
+    __slots__ = ()
+
+    def setblocking(self, flag: bool) -> None:
+        super().setblocking(flag)
+        if flag:
+            self.settimeout(CLIENT_STALL_SECONDS)
+
+
+class ServiceThreadWorker(ThreadWorker):
+    """gunicorn's threaded worker, with a stall timeout on every client connection, request bodies
+    received straight into the application's buffer, and an idle trim of the heap."""
+
+    idle_trimmer: IdleTrimmer | None = None  # set by `serving.install` where libc is glibc
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        self.wsgi = receive_bodies_directly(self.wsgi)
+        if self.idle_trimmer is not None:
+            self.wsgi = self.idle_trimmer.serving(self.wsgi)
+
+    def enqueue_req(self, conn: Any) -> None:
+        if type(conn.sock) is socket.socket:
+            conn.sock.__class__ = _StallBoundedSocket
+        super().enqueue_req(conn)
+
+
+class JsonLinesLogger(Logger):
+    """gunicorn's own messages (a client cut off, a worker restart) as the service's JSON lines
+    (SPEC 7): exception types, never multi-line tracebacks, on stderr."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.setFormatter(CloudLoggingFormatter())

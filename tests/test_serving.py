@@ -1,0 +1,141 @@
+"""How the real server (SPEC 1's plain command) receives bodies and keeps memory: a body of declared
+length goes straight from the socket into the service's buffer, whatever pieces it arrives in, and
+the connection still serves what follows it; large buffers are handed back once the instance idles."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from sandbox.processes import FunctionServer, tree_rss_bytes
+from serving.memory import IdleTrimmer
+from tests.audio_fixtures import id3v2_tag
+from tests.conftest import json_body, signature_header, wait_until
+
+
+@pytest.fixture
+def server(service_env, fake):
+    process = FunctionServer("precall_webhook", dict(service_env, VOICE_CLONE_AUTO_DELETE="false")).start()
+    yield process
+    process.stop()
+
+
+def signed_request(body: bytes, path: str = "/webhook") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"ElevenLabs-Signature: {signature_header(body)}\r\n\r\n").encode() + body
+
+
+def responses(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
+    """`count` responses (status, body) read off one connection, each framed by its Content-Length."""
+    data, found = b"", []
+    while len(found) < count:
+        head, separator, rest = data.partition(b"\r\n\r\n")
+        if separator:
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+            if len(rest) >= length:
+                found.append((int(head.split(b" ", 2)[1]), rest[:length]))
+                data = rest[length:]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {len(found)} responses"
+        data += chunk
+    return found
+
+
+def test_a_body_arriving_in_pieces_is_received_whole_and_the_pipelined_request_behind_it_is_answered(server, audio_files):
+    body = json_body(audio_files["mp3_cbr"].read_bytes(), conversation_id="conv_pieces01")
+    request = signed_request(body)
+    head_and_start, rest = request[:len(request) - len(body) + 700], request[len(request) - len(body) + 700:]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head_and_start)  # gunicorn reads these body bytes ahead, with the headers
+        pieces = [rest[start:start + 20_000] for start in range(0, len(rest), 20_000)]
+        pieces[-1] += b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"  # pipelined behind the body
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(0.005)
+        (status, answer), (health_status, _) = responses(sock, 2)
+    assert status == 200, answer[:300]
+    assert json.loads(answer)["voice_id"]
+    assert health_status == 200
+
+
+def test_a_chunked_body_is_still_read_by_gunicorn(server, audio_files):
+    body = json_body(audio_files["mp3_cbr"].read_bytes(), conversation_id="conv_chunked01")
+    response = requests.post(f"{server.url}/webhook", data=iter([body[:1000], body[1000:]]), timeout=30, headers={
+        "Content-Type": "application/json", "ElevenLabs-Signature": signature_header(body)})
+    assert response.status_code == 200, response.text[:300]
+    assert response.json()["voice_id"]
+
+
+def test_large_buffers_are_handed_back_once_the_instance_idles(server, audio_files):
+    # 8 MB of ID3 tag (like embedded cover art) before a real MP3: an 11 MB body, an 8 MB sample.
+    sample = id3v2_tag(8_000_000) + audio_files["mp3_cbr"].read_bytes()
+    bodies = [json_body(sample, conversation_id=f"conv_burst{index:02d}") for index in range(7)]
+
+    def post(body: bytes) -> None:
+        response = requests.post(f"{server.url}/webhook", data=body, timeout=60, headers={
+            "Content-Type": "application/json", "ElevenLabs-Signature": signature_header(body)})
+        assert response.status_code == 200, response.text[:300]
+
+    post(bodies.pop())
+    time.sleep(1.5)  # the first call's buffers are handed back too
+    idle = tree_rss_bytes(server.process.pid)
+    threads = [threading.Thread(target=post, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Six calls held about 6 x 27 MB; within a few seconds of idling the instance is back near its idle size.
+    assert wait_until(lambda: tree_rss_bytes(server.process.pid) - idle < 40 * 2**20, timeout=15)
+
+
+class TestIdleTrimmer:
+    @staticmethod
+    def trimmer(idle_seconds: float = 0.05) -> tuple[IdleTrimmer, list[float]]:
+        trims: list[float] = []
+        return IdleTrimmer(lambda: trims.append(time.monotonic()), idle_seconds), trims
+
+    def test_trims_once_after_requests_then_quiet(self):
+        trimmer, trims = self.trimmer()
+        for _ in range(3):
+            trimmer.started()
+            trimmer.finished()
+        assert wait_until(lambda: trims, timeout=5, interval=0.01)
+        time.sleep(0.3)
+        assert len(trims) == 1
+
+    def test_never_trims_while_a_request_is_in_flight(self):
+        trimmer, trims = self.trimmer()
+        trimmer.started()
+        trimmer.started()
+        trimmer.finished()
+        time.sleep(0.3)
+        assert trims == []
+        finished_at = time.monotonic()
+        trimmer.finished()
+        assert wait_until(lambda: trims, timeout=5, interval=0.01)
+        assert trims[0] - finished_at >= 0.05
+
+    def test_trims_again_after_the_next_idle_spell(self):
+        trimmer, trims = self.trimmer()
+        trimmer.started()
+        trimmer.finished()
+        assert wait_until(lambda: len(trims) == 1, timeout=5, interval=0.01)
+        trimmer.started()
+        trimmer.finished()
+        assert wait_until(lambda: len(trims) == 2, timeout=5, interval=0.01)
+
+    def test_the_wsgi_wrapper_counts_a_request_that_raises(self):
+        trimmer, trims = self.trimmer()
+
+        def failing_app(environ, start_response):
+            raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError):
+            trimmer.serving(failing_app)({}, lambda *args: None)
+        assert wait_until(lambda: trims, timeout=5, interval=0.01)
