@@ -56,7 +56,8 @@ if [ -n "${AGENT_UPDATE_MODE:-}" ]; then webhook_settings+=",AGENT_UPDATE_MODE=$
 
 deploy "$WEBHOOK_SERVICE" precall_webhook "${WEBHOOK_SA:-precall-webhook}" "$webhook_settings" \
   "ELEVENLABS_API_KEY=${API_KEY_SECRET}:latest,ELEVENLABS_WEBHOOK_SECRET=${WEBHOOK_SECRET_NAME}:latest,INIT_WEBHOOK_SECRET=${INIT_SECRET_NAME}:latest" \
-  --timeout=120 --cpu-boost
+  --timeout=120 --cpu-boost \
+  --startup-probe=httpGet.path=/healthz,initialDelaySeconds=0,timeoutSeconds=1,periodSeconds=1,failureThreshold=30
 deploy "$CLEANUP_SERVICE" cleanup_voices "${CLEANUP_SA:-precall-cleanup}" "$settings" \
   "ELEVENLABS_API_KEY=${API_KEY_SECRET}:latest" \
   --timeout=60

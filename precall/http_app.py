@@ -46,6 +46,7 @@ from .responses import error_body, success_body
 from .service import PrecallService
 from .streamed_body import read_signed_json
 
+HEALTHZ_WARM_UP_WAIT_SECONDS = 0.8
 _ROUTES = {"/webhook": ("POST",), "/conversation-init": ("POST",), "/post-call": ("POST",), "/healthz": ("GET", "HEAD")}
 _log = get_logger("http")
 
@@ -67,19 +68,27 @@ class WebhookApp:
         self._overrides = overrides
         self._wall_clock = wall_clock
         self._warm_pid: int | None = None
+        self._warm = threading.Event()
 
     def warm_up(self) -> None:
         """Get ready for the first call once per process, in the background (after gunicorn's fork:
         a thread, socket or gRPC channel of the parent would not serve the worker): the Pub/Sub
         client and channel, and the default agent's override settings (which also opens a pooled
-        connection to ElevenLabs)."""
+        connection to ElevenLabs). `/healthz` answers once the Pub/Sub side is ready."""
         if self._warm_pid != os.getpid():
             self._warm_pid = os.getpid()
+            self._warm = threading.Event()
             log_event(_log, logging.INFO, "Worker ready", "service_started", agent_update_mode=self._settings.agent_update_mode,
                       events=self._sink.kind, threads=os.environ.get("THREADS"), pid=self._warm_pid)
-            threading.Thread(target=self._sink.warm_up, name="warm-up", daemon=True).start()
+            threading.Thread(target=self._warm_up_sink, name="warm-up", daemon=True).start()
             if self._settings.default_agent_id:
                 self._overrides.prefetch(self._settings.default_agent_id)
+
+    def _warm_up_sink(self) -> None:
+        try:
+            self._sink.warm_up()
+        finally:
+            self._warm.set()
 
     def __call__(self, request: flask.Request) -> flask.Response:
         self.warm_up()
@@ -95,6 +104,10 @@ class WebhookApp:
                 response.headers["Allow"] = ", ".join(allowed)
                 return response
             if path == "/healthz":
+                # A startup probe learns the worker is ready once its Pub/Sub client is: the first call
+                # then finds it warm (importing and connecting it takes ~250 ms). Bounded, within the
+                # deployed probe's 1 s timeout: an unreachable Pub/Sub delays the answer, never withholds it.
+                self._warm.wait(HEALTHZ_WARM_UP_WAIT_SECONDS)
                 return _json_response({"status": "ok", "agent_update_mode": self._settings.agent_update_mode,
                                        "events": self._sink.kind}, 200)
             if path == "/post-call":

@@ -91,6 +91,8 @@ def test_first_deploy_runs_both_targets_sized_by_default_with_only_variables_the
     assert [flag(cleanup, f) for f in ("--min-instances", "--max-instances", "--cpu", "--memory", "--concurrency")] == \
         ["0", "3", "1", "512Mi", "8"]
     assert env_vars(webhook)["AGENT_UPDATE_MODE"] == "override"
+    # Cloud Run routes the first call only once /healthz says the Pub/Sub client is warm (issue 10).
+    assert "httpGet.path=/healthz" in flag(webhook, "--startup-probe") and flag(cleanup, "--startup-probe") is None
     assert flag(webhook, "--image") == "europe-west4-docker.pkg.dev/my-project/precall/precall-voice-clone:b1"
     assert "ELEVENLABS_WEBHOOK_SECRET" in flag(webhook, "--update-secrets")
     assert flag(cleanup, "--update-secrets") == "ELEVENLABS_API_KEY=elevenlabs-api-key:latest"  # least secrets

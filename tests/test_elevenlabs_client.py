@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sandbox.elevenlabs_server import detail, validation_detail
+from sandbox.processes import free_port
 from tests.conftest import API_KEY
 from voiceclone.deadline import Deadline, DeadlineExceeded
 from voiceclone.elevenlabs_client import (
@@ -136,3 +137,17 @@ def test_retry_after_parses_seconds_and_http_dates():
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+def test_the_environments_proxy_settings_still_apply(fake, monkeypatch):
+    # They are read once, when the client is made, not on every request (issue 10).
+    for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    through_dead_proxy, _ = make(fake, max_attempts=1)
+    with pytest.raises(ElevenLabsError) as raised:
+        through_dead_proxy.get_subscription(Deadline(5))
+    assert raised.value.code == "connection_error"
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    direct, _ = make(fake, max_attempts=1)
+    assert "voice_limit" in direct.get_subscription(Deadline(5))

@@ -1,10 +1,12 @@
-"""How the real server (SPEC 1's plain command) receives bodies and keeps memory: a body of declared
-length goes straight from the socket into the service's buffer, whatever pieces it arrives in, and
-the connection still serves what follows it; large buffers are handed back once the instance idles."""
+"""How the real server (SPEC 1's plain command) receives bodies, keeps memory and says it is ready:
+a body of declared length goes straight from the socket into the service's buffer, whatever pieces
+it arrives in, and the connection still serves what follows it; large buffers are handed back once
+the instance idles; `/healthz` answers once the worker's Pub/Sub connection is up."""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -12,7 +14,8 @@ import time
 import pytest
 import requests
 
-from sandbox.processes import FunctionServer, tree_rss_bytes
+from sandbox.processes import FunctionServer, free_port, tree_rss_bytes
+from sandbox.pubsub_emulator import create_topology
 from serving.memory import IdleTrimmer
 from tests.audio_fixtures import id3v2_tag
 from tests.conftest import json_body, signature_header, wait_until
@@ -92,6 +95,50 @@ def test_large_buffers_are_handed_back_once_the_instance_idles(server, audio_fil
         thread.join()
     # Six calls held about 6 x 27 MB; within a few seconds of idling the instance is back near its idle size.
     assert wait_until(lambda: tree_rss_bytes(server.process.pid) - idle < 40 * 2**20, timeout=15)
+
+
+def established_connections(pid: int, remote_port: int) -> int:
+    """Established TCP connections of `pid` and its children to local port `remote_port`."""
+    pids = [pid, *(int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split())]
+    inodes = set()
+    for process in pids:
+        for fd in os.listdir(f"/proc/{process}/fd"):
+            try:
+                target = os.readlink(f"/proc/{process}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    lines = [line for table in ("/proc/net/tcp", "/proc/net/tcp6") for line in open(table).read().splitlines()[1:]]
+    for line in lines:  # the emulator may be reached over IPv4 or IPv6
+        fields = line.split()
+        remote, state, inode = fields[2], fields[3], fields[9]
+        if inode in inodes and state == "01" and int(remote.split(":")[1], 16) == remote_port:
+            count += 1
+    return count
+
+
+def test_healthz_answers_once_the_worker_is_connected_to_pubsub(service_env, fake, pubsub_emulator):
+    topology = create_topology(pubsub_emulator.project, "ready-check", "http://127.0.0.1:9/")
+    server = FunctionServer("precall_webhook", dict(service_env, PUBSUB_EMULATOR_HOST=pubsub_emulator.host,
+                                                    GOOGLE_CLOUD_PROJECT=pubsub_emulator.project,
+                                                    VOICE_EVENTS_TOPIC=topology.topic)).start()  # returns at /healthz 200
+    try:
+        assert established_connections(server.process.pid, int(pubsub_emulator.host.rsplit(":", 1)[1])) >= 1
+    finally:
+        server.stop()
+
+
+def test_healthz_still_answers_when_pubsub_cannot_be_reached(service_env, fake):
+    server = FunctionServer("precall_webhook", dict(service_env, PUBSUB_EMULATOR_HOST=f"127.0.0.1:{free_port()}",
+                                                    GOOGLE_CLOUD_PROJECT="p",
+                                                    VOICE_EVENTS_TOPIC="projects/p/topics/t")).start()
+    try:
+        response = requests.get(f"{server.url}/healthz", timeout=10)
+        assert response.status_code == 200 and response.json()["events"] == "pubsub"
+    finally:
+        server.stop()
 
 
 class TestIdleTrimmer:
