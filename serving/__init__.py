@@ -35,7 +35,7 @@ def install() -> None:
     if getattr(application.load_config, "_service_worker", False):
         return
     os.environ.setdefault("THREADS", str(DEFAULT_THREADS))
-    ServiceThreadWorker.idle_trimmer = keep_buffers_in_heap()
+    ServiceThreadWorker.heap_trimmer = keep_buffers_in_heap()
     original = application.load_config
 
     def load_config(self: Any) -> None:

@@ -12,7 +12,7 @@ from gunicorn.workers.gthread import ThreadWorker
 from voiceclone.logs import CloudLoggingFormatter
 
 from .body import receive_bodies_directly
-from .memory import IdleTrimmer
+from .memory import HeapTrimmer
 
 # A client that sends nothing for this long while its request (headers or body) is incomplete is cut off.
 CLIENT_STALL_SECONDS = 10.0
@@ -36,13 +36,13 @@ class ServiceThreadWorker(ThreadWorker):
     """gunicorn's threaded worker, with a stall timeout on every client connection, request bodies
     received straight into the application's buffer, and an idle trim of the heap."""
 
-    idle_trimmer: IdleTrimmer | None = None  # set by `serving.install` where libc is glibc
+    heap_trimmer: HeapTrimmer | None = None  # set by `serving.install` where libc is glibc
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
         self.wsgi = receive_bodies_directly(self.wsgi)
-        if self.idle_trimmer is not None:
-            self.wsgi = self.idle_trimmer.serving(self.wsgi)
+        if self.heap_trimmer is not None:
+            self.wsgi = self.heap_trimmer.serving(self.wsgi)
 
     def enqueue_req(self, conn: Any) -> None:
         if type(conn.sock) is socket.socket:
