@@ -68,4 +68,4 @@ if _serving_target() in ("precall_webhook", "cleanup_voices"):
         print(f"configuration error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     # gunicorn builds the app, then forks its worker: warm up in the process that serves.
-    os.register_at_fork(after_in_child=runtime().webhook.warm_up)
+    os.register_at_fork(after_in_child=runtime().webhook.prepare_worker)

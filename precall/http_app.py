@@ -84,6 +84,12 @@ class WebhookApp:
             if self._settings.default_agent_id:
                 self._overrides.prefetch(self._settings.default_agent_id)
 
+    def prepare_worker(self) -> None:
+        """`warm_up`, plus the pre-call's side threads started ahead of a burst: for the process a
+        server forked to serve calls (not for every instance a test or a CLI builds)."""
+        self.warm_up()
+        self._service.warm_up()
+
     def _warm_up_sink(self) -> None:
         try:
             self._sink.warm_up()

@@ -22,6 +22,7 @@ from voiceclone.elevenlabs_client import ElevenLabsClient, ElevenLabsError, NewV
 from voiceclone.errors import UpstreamTimeout, VoiceCloningFailed
 from voiceclone.logs import get_logger, log_event
 from voiceclone.naming import caller_ref, clone_description, clone_labels, voice_name
+from voiceclone.pools import start_threads
 from voiceclone.sinks import EventSink
 
 from . import audio
@@ -36,6 +37,7 @@ T = TypeVar("T")
 # Two PATCHes of one agent for different calls closer than this probably overlap a live call.
 AGENT_PATCH_OVERLAP_SECONDS = 600.0
 LOOKUP_GRACE_SECONDS = 2.0
+SIDE_THREADS_STARTED_AHEAD = 256
 
 
 class VoiceLimitReached(VoiceCloningFailed):
@@ -68,8 +70,13 @@ class PrecallService:
         self._last_patch: dict[str, tuple[float, str]] = {}
         self._patch_lock = threading.Lock()
         # Side work of a call (duplicate look-up, publish). Threads start lazily, so none exists before
-        # gunicorn forks its worker; sized for hundreds of concurrent calls that mostly wait on I/O.
+        # gunicorn forks its worker (`warm_up` starts them after); sized for hundreds of concurrent calls that mostly wait on I/O.
         self._pool = ThreadPoolExecutor(max_workers=512, thread_name_prefix="precall-side")
+
+    def warm_up(self) -> None:
+        """Start the side threads now, in the background, in the process that serves (after
+        gunicorn's fork): one per request thread at the default `THREADS`, ready for a burst."""
+        start_threads(self._pool, SIDE_THREADS_STARTED_AHEAD)
 
     @property
     def inventory(self) -> CloneInventory:

@@ -10,12 +10,15 @@ from gunicorn.glogging import Logger
 from gunicorn.workers.gthread import ThreadWorker
 
 from voiceclone.logs import CloudLoggingFormatter
+from voiceclone.pools import start_threads
 
 from .body import receive_bodies_directly
 from .memory import HeapTrimmer
 
 # A client that sends nothing for this long while its request (headers or body) is incomplete is cut off.
 CLIENT_STALL_SECONDS = 10.0
+# Connections taken from the listener per readiness event (gunicorn takes one per turn of its loop).
+ACCEPT_BATCH = 64
 
 
 class _StallBoundedSocket(socket.socket):
@@ -33,16 +36,33 @@ class _StallBoundedSocket(socket.socket):
 
 
 class ServiceThreadWorker(ThreadWorker):
-    """gunicorn's threaded worker, with a stall timeout on every client connection, request bodies
-    received straight into the application's buffer, and an idle trim of the heap."""
+    """gunicorn's threaded worker, with a stall timeout on every client connection, connections
+    accepted in batches, request bodies received straight into the application's buffer, and the
+    heap trimmed when it holds more than calls need."""
 
     heap_trimmer: HeapTrimmer | None = None  # set by `serving.install` where libc is glibc
+
+    def get_thread_pool(self) -> Any:
+        """gunicorn's request threads, all started right after the fork (see `voiceclone.pools`)."""
+        pool = super().get_thread_pool()
+        start_threads(pool, self.cfg.threads)
+        return pool
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
         self.wsgi = receive_bodies_directly(self.wsgi)
         if self.heap_trimmer is not None:
             self.wsgi = self.heap_trimmer.serving(self.wsgi)
+
+    def accept(self, listener: Any) -> None:
+        """Take every connection waiting on the listener, not one per turn of the event loop: under
+        load the loop's thread waits for the GIL after each of its system calls, and 128 calls
+        arriving together were let in one by one over a whole second."""
+        for _ in range(ACCEPT_BATCH):
+            before = self.nr_conns
+            super().accept(listener)  # one connection, or none once the backlog is empty
+            if self.nr_conns == before or self.nr_conns >= self.worker_connections:
+                return
 
     def enqueue_req(self, conn: Any) -> None:
         if type(conn.sock) is socket.socket:

@@ -19,6 +19,7 @@ from sandbox.pubsub_emulator import create_topology
 from serving.memory import HeapTrimmer
 from tests.audio_fixtures import id3v2_tag
 from tests.conftest import json_body, signature_header, wait_until
+from voiceclone.pools import start_threads
 
 
 @pytest.fixture
@@ -171,6 +172,22 @@ def test_healthz_still_answers_when_pubsub_cannot_be_reached(service_env, fake):
         assert response.status_code == 200 and response.json()["events"] == "pubsub"
     finally:
         server.stop()
+
+
+def test_a_pool_holds_its_threads_before_the_first_burst():
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=40)
+    start_threads(pool, 64)  # more than the pool may hold: capped at its maximum
+    assert wait_until(lambda: len(pool._threads) == 40, timeout=10, interval=0.01)
+    assert pool.submit(lambda: "still serves").result(timeout=5) == "still serves"
+    pool.shutdown()
+
+
+def test_the_worker_starts_its_request_and_side_threads_right_after_start_up(server):
+    worker = int(open(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read().split()[0])
+    # 256 gunicorn request threads (THREADS' default) and 256 pre-call side threads, before any call.
+    assert wait_until(lambda: len(os.listdir(f"/proc/{worker}/task")) >= 512, timeout=10)
 
 
 class TestHeapTrimmer:

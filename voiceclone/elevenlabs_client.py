@@ -26,6 +26,7 @@ from .deadline import Deadline, DeadlineExceeded
 from .logs import get_logger, log_event
 from .multipart import MultipartBody
 
+UPLOAD_BLOCK_BYTES = 1024 * 1024
 USER_AGENT = "precall-voice-clone/1.0"
 _log = get_logger("elevenlabs")
 
@@ -138,7 +139,7 @@ class ElevenLabsClient:
         self._jitter = jitter
         self._session = requests.Session()
         # Retries are ours (deadline-aware); urllib3's own are off.
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        adapter = _LargeBlockAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers.update({"xi-api-key": api_key, "User-Agent": USER_AGENT, "Accept": "application/json"})
@@ -348,3 +349,12 @@ def _read_environment_once(session: requests.Session, base_url: str) -> None:
     session.proxies.update(settings["proxies"])
     session.verify = settings["verify"]
     session.trust_env = False
+
+
+class _LargeBlockAdapter(HTTPAdapter):
+    """Uploads sent in 1 MiB blocks instead of urllib3's 16 KiB: each block is one `sendall`, and
+    a thread takes the GIL back after each. Under load, every take can wait for the other threads'
+    switch interval, so a 1 MB sample in 64 blocks queued behind them 64 times."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **{**kwargs, "blocksize": UPLOAD_BLOCK_BYTES})
