@@ -233,6 +233,8 @@ def _read_body(request: flask.Request, limit: int, feed: Callable[[memoryview], 
 
 
 def _receive_exactly(stream: Any, length: int, feed: Callable[[memoryview], None] | None) -> bytearray:
+    """`length` bytes received into one buffer, each piece shown to `feed` as it lands; a body that
+    ends early is a `400`, its rest unread."""
     buffer = bytearray(length)
     view = memoryview(buffer)
     received = 0
