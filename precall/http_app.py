@@ -158,17 +158,15 @@ class WebhookApp:
         cost 7.5 ms of HMAC after the read; now it overlaps with the sender), and the raw body lives
         only in here: it is freed as soon as its sample is decoded."""
         try:
-            verifier: signature.StreamingVerifier | None = signature.StreamingVerifier(
-                request.headers.get(signature.SIGNATURE_HEADER), self._settings.webhook_secrets, self._wall_clock(),
-                self._settings.webhook_tolerance_seconds)
-            refusal: ServiceError | None = None
-        except ServiceError as error:
-            verifier, refusal = None, error
-        body = _read_body(request, self._settings.max_body_bytes, verifier.update if verifier else None)
-        # A refused header is answered only after the body is read: answering while the client is still
-        # sending makes its kernel see a reset instead of the 401.
-        if verifier is None:
-            raise refusal  # type: ignore[misc]
+            verifier = signature.StreamingVerifier(request.headers.get(signature.SIGNATURE_HEADER),
+                                                   self._settings.webhook_secrets, self._wall_clock(),
+                                                   self._settings.webhook_tolerance_seconds)
+        except ServiceError:
+            # A refused header is answered only after the body is read: answering while the client is
+            # still sending makes its kernel see a reset instead of the 401.
+            _read_body(request, self._settings.max_body_bytes)
+            raise
+        body = _read_body(request, self._settings.max_body_bytes, verifier.update)
         verifier.finish()
         content_type = request.headers.get("Content-Type")
         try:

@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .body import WsgiApp
+
 _M_TRIM_THRESHOLD = -1  # glibc mallopt parameters
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
@@ -34,8 +36,6 @@ HEAP_KEPT_ON_FREE_BYTES = 512 * 1024 * 1024
 IDLE_TRIM_SECONDS = 1.0
 # Free heap kept for reuse while calls keep coming: two 10 MB calls' buffers; more is given back.
 KEEP_FREE_BYTES = 64 * 1024 * 1024
-
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class _Mallinfo2(ctypes.Structure):
