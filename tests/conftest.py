@@ -7,8 +7,9 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -215,3 +216,23 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
             return value
         time.sleep(interval)
     return predicate()
+
+
+def in_parallel(action: Callable[[Any], object], items: Iterable[Any]) -> None:
+    """`action(item)` for every item, each in its own thread, all started before any is joined; the
+    first exception a thread raised is raised here (a bare thread would only print it)."""
+    errors: list[BaseException] = []
+
+    def run(item: Any) -> None:
+        try:
+            action(item)
+        except BaseException as error:  # noqa: BLE001 - re-raised below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(item,)) for item in items]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.conftest import BOTH_MODES, json_body, post_signed, seed_clone
+from tests.conftest import BOTH_MODES, in_parallel, json_body, post_signed, seed_clone
 
 pytestmark = pytest.mark.parametrize("fake_mode", BOTH_MODES)
 
@@ -45,11 +45,7 @@ def test_concurrent_duplicates_create_one_clone(client, fake, audio_files):
         with lock:
             results.append(answer)
 
-    threads = [threading.Thread(target=call) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_parallel(lambda _: call(), range(5))
     assert len({r["voice_id"] for r in results}) == 1 and all(r["status"] == "success" for r in results)
     assert len(fake.requests_to("POST", "/v1/voices/add")) == 1
 

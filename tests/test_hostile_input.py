@@ -21,7 +21,7 @@ import soundfile
 from precall import audio
 from sandbox.elevenlabs_server import FakeElevenLabs
 from sandbox.processes import FunctionServer, tree_rss_bytes
-from tests.conftest import API_KEY, SECRET, json_body, signature_header
+from tests.conftest import API_KEY, SECRET, in_parallel, json_body, signature_header
 from tests.hostile_corpus import CATEGORIES, HostileCase, build_corpus, encodings, long_speech_mp3
 from voiceclone.errors import SampleTooShort
 
@@ -207,11 +207,7 @@ def test_native_decoder_messages_never_reach_stderr_even_from_many_threads(audio
                 except BaseException as error:  # noqa: BLE001 - collected, asserted below
                     errors.append(error)
 
-    threads = [threading.Thread(target=decode) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_parallel(lambda _: decode(), range(16))
     assert errors == []
     assert capfd.readouterr().err == ""
     libc = ctypes.CDLL(None)

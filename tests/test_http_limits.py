@@ -13,6 +13,7 @@ import requests
 
 from sandbox.processes import FunctionServer, tree_rss_bytes
 from serving import CLIENT_STALL_SECONDS
+from tests.conftest import in_parallel
 
 
 @pytest.fixture
@@ -158,9 +159,5 @@ def test_many_concurrent_requests_are_served_by_the_plain_command(server):
         with lock:
             results.append(code)
 
-    threads = [threading.Thread(target=call) for _ in range(100)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_parallel(lambda _: call(), range(100))
     assert results == [200] * 100

@@ -18,7 +18,7 @@ from sandbox.processes import FunctionServer, free_port, tree_rss_bytes
 from sandbox.pubsub_emulator import create_topology
 from serving.memory import HeapTrimmer
 from tests.audio_fixtures import id3v2_tag
-from tests.conftest import json_body, signature_header, wait_until
+from tests.conftest import in_parallel, json_body, signature_header, wait_until
 from voiceclone.pools import start_threads
 
 
@@ -89,11 +89,7 @@ def test_large_buffers_are_handed_back_once_the_instance_idles(server, audio_fil
     post(bodies.pop())
     time.sleep(1.5)  # the first call's buffers are handed back too
     idle = tree_rss_bytes(server.process.pid)
-    threads = [threading.Thread(target=post, args=(body,)) for body in bodies]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_parallel(post, bodies)
     # Six calls held about 6 x 27 MB; within a few seconds of idling the instance is back near its idle size.
     assert wait_until(lambda: tree_rss_bytes(server.process.pid) - idle < 40 * 2**20, timeout=15)
 
@@ -116,11 +112,7 @@ def test_a_large_burst_is_given_back_even_while_calls_keep_the_instance_busy(ser
     holder = threading.Thread(target=post, args=(held,))
     holder.start()
     assert wait_until(lambda: len(fake.requests_to("POST", "/v1/voices/add")) > adds_before, timeout=10)
-    threads = [threading.Thread(target=post, args=(body,)) for body in bodies]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_parallel(post, bodies)
     # 16 calls held up to 16 x 27 MB, far more than the heap keeps free for reuse (64 MiB): that is
     # given back within seconds although the held call means the instance is never idle.
     peak = tree_rss_bytes(server.process.pid) - idle
