@@ -260,16 +260,25 @@ def variables_finding(agent: dict[str, Any], init_defaults: Sequence[tuple[str, 
 
 # -- the deployment (--service-url) -------------------------------------------------------------
 
-def health_finding(status: int | None, body: Any, mode: str, reason: str = "") -> Finding:
+def deployed_settings(health: Any) -> dict[str, str]:
+    """What a healthy `/healthz` answer says the deployment runs: `agent_update_mode` and `events`."""
+    if dig(health, "status") != "ok":
+        return {}
+    found = {"agent_update_mode": dig(health, "agent_update_mode"), "events": dig(health, "events")}
+    return {k: v for k, v in found.items() if isinstance(v, str) and v}
+
+
+def health_finding(status: int | None, body: Any, reason: str = "", local_mode: str | None = None) -> Finding:
+    """The deployment answers; where its AGENT_UPDATE_MODE differs from this machine's, the other lines
+    already judged the deployment's, so the difference is only told."""
     name = "deployment: /healthz"
     fix = "check --service-url (gcloud run services describe precall-webhook --format='value(status.url)')"
     if status != 200 or dig(body, "status") != "ok":
         return Finding(name, FAILED, f"no healthy answer ({reason or f'HTTP {status}'})", fix)
     deployed = dig(body, "agent_update_mode")
-    if deployed != mode:
-        return Finding(name, WARNING, f"the deployment runs AGENT_UPDATE_MODE={deployed}, this configuration says {mode}",
-                       "run doctor with the deployment's configuration, or redeploy with this AGENT_UPDATE_MODE")
-    return Finding(name, OK, f"ok (AGENT_UPDATE_MODE={deployed}, events: {dig(body, 'events')})")
+    differs = (f"; this machine's AGENT_UPDATE_MODE={local_mode} differs, the checks above used the deployment's"
+               if local_mode and deployed != local_mode else "")
+    return Finding(name, OK, f"ok (AGENT_UPDATE_MODE={deployed}, events: {dig(body, 'events')}){differs}")
 
 
 def init_answer_finding(status: int | None, body: Any, required: Collection[str], header: str, reason: str = "") -> Finding:
