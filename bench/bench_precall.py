@@ -1,7 +1,7 @@
 """Pre-call benchmark: what a caller waits for. Prints numbers, asserts nothing.
 
 Everything goes end to end over HTTP through the real functions-framework server (started as
-SPEC 1's plain `functions-framework --target precall_webhook`), against the local ElevenLabs
+the plain `functions-framework --target precall_webhook` command), against the local ElevenLabs
 server with per-endpoint latencies, and is compared, in the same run, with the same ElevenLabs
 calls made directly (this repository's ElevenLabs client, no service in between):
 

@@ -143,7 +143,7 @@ def _additions(subscription: dict[str, Any]) -> Finding:
 
 
 def clones_finding(total: int, overdue: int, ttl_seconds: int) -> Finding:
-    """This service's clones (SPEC 4.3 ownership) and how many outlived VOICE_CLONE_TTL_SECONDS."""
+    """This service's clones (ownership as docs/events.md describes it) and how many outlived VOICE_CLONE_TTL_SECONDS."""
     detail = f"{total} clone{'s' if total != 1 else ''} of this service, {overdue} older than the TTL ({ttl_seconds} s)"
     if overdue:
         return Finding("clones of this service", WARNING, f"{detail}: cleanup is not deleting them",
@@ -162,15 +162,15 @@ def agent_missing_finding(agent_id: str) -> Finding:
 def agent_findings(agent: dict[str, Any], agent_id: str, mode: str) -> list[Finding]:
     """Overrides and the initiation switch in `platform_settings.overrides` (read by `OverridePermissions`;
     elevenlabs/types/conversation_initiation_client_data_config_output.py) in override/both mode;
-    the shared-agent race (SPEC 4.6) wherever the service PATCHes the agent."""
+    the shared-agent race (docs/connecting-elevenlabs.md) wherever the service PATCHes the agent."""
     findings = [Finding("agent", OK, f"{agent.get('name') or agent_id} ({agent_id})")]
     if mode in ("override", "both"):
         findings += _override_findings(agent)
     if mode in ("patch", "both"):
         findings.append(Finding("agent: update mode", WARNING,
                                 f"AGENT_UPDATE_MODE={mode}: every call PATCHes the one shared agent, so concurrent "
-                                "callers can hear each other's clone (SPEC 4.6)",
-                                "use the two-step flow: AGENT_UPDATE_MODE=override (README, 'Connecting ElevenLabs')"))
+                                "callers can hear each other's clone (docs/connecting-elevenlabs.md)",
+                                "use the two-step flow: AGENT_UPDATE_MODE=override (docs/connecting-elevenlabs.md)"))
     return findings
 
 
@@ -282,7 +282,7 @@ def health_finding(status: int | None, body: Any, reason: str = "", local_mode: 
 
 
 def init_answer_finding(status: int | None, body: Any, required: Collection[str], header: str, reason: str = "") -> Finding:
-    """The documented answer (SPEC 4.6): `type`, `dynamic_variables` (strings, every variable needed),
+    """The documented answer (docs/api.md, `/conversation-init`): `type`, `dynamic_variables` (strings, every variable needed),
     `conversation_config_override`."""
     name = "deployment: /conversation-init"
     if status == 401:
@@ -324,14 +324,14 @@ def init_secret_missing_finding(mode: str) -> Finding:
 #    types/add_voice_ivc_response_model.py; GET /v1/voices/{id}) ------------------------------------
 
 def probe_labels_finding(sent: dict[str, str], stored: Any, recognised: bool, by_labels: bool) -> Finding:
-    """Which labels ElevenLabs kept, and whether ownership (SPEC 4.3) still holds."""
+    """Which labels ElevenLabs kept, and whether ownership (docs/events.md) still holds."""
     stored = stored if isinstance(stored, dict) else {}
     kept = [k for k, v in sent.items() if stored.get(k) == v]
     dropped = [k for k in sent if k not in kept]
     listing = f"kept: {', '.join(kept) or 'none'}; dropped: {', '.join(dropped) or 'none'}"
     if not recognised:
         return Finding("label probe", FAILED, f"{listing}; the service would not recognise its own clone, so cleanup "
-                       "would never delete one", "do not deploy: ownership (SPEC 4.3, voiceclone/naming.py) no longer "
+                       "would never delete one", "do not deploy: ownership (docs/events.md, voiceclone/naming.py) no longer "
                        "matches what ElevenLabs stores")
     how = "ownership by labels" if by_labels else "ownership falls back to name and description"
     return Finding("label probe", OK, f"{listing}; {how}")

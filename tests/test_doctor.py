@@ -53,7 +53,7 @@ def env(service_env: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture
 def ready(fake: FakeElevenLabs) -> FakeElevenLabs:
-    """An account and agent set up as the README's 'Connecting ElevenLabs' says."""
+    """An account and agent set up as docs/connecting-elevenlabs.md says."""
     fake.add_agent(AGENT_ID, allow_first_message=True, allow_voice=True, init_webhook=True,
                    first_message="Hallo {{caller_name}}, fijn dat je belt!", prompt="Help {{ caller_name }}. {{system__time}}")
     return fake
