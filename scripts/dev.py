@@ -2,7 +2,7 @@
 
 Starts, on loopback: the local ElevenLabs API in sandbox mode when ELEVENLABS_API_KEY is unset
 (the real API, or ELEVENLABS_BASE_URL, with your key otherwise), the Pub/Sub emulator with topic,
-dead-letter topic and push subscription when gcloud is installed (else the in-process event queue),
+dead-letter topic and push subscription when gcloud is installed (else the local SQLite event queue),
 `cleanup_voices` and `precall_webhook` under functions-framework with your settings. Prints the
 round trip to try, then one short line per service event; the JSON logs are kept per run.
 Ctrl-C, SIGTERM or closing the terminal (SIGHUP) stops everything it started.
@@ -37,7 +37,7 @@ SANDBOX_API_KEY = "sandbox"
 SANDBOX_AGENT_ID = "agent_local_sandbox"
 SAMPLE = "samples/sample.wav"
 RUNS_KEPT = 20
-# Where events go is `make run`'s choice (emulator or in-process queue), never the shell's.
+# Where events go is `make run`'s choice (emulator or local queue), never the shell's.
 OWNED_BY_RUN = ("VOICE_EVENTS_TOPIC", "PUBSUB_EMULATOR_HOST")
 
 
@@ -49,7 +49,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8080, help="precall_webhook port (make run PORT=...)")
     parser.add_argument("--cleanup-port", type=int, default=8081, help="cleanup_voices port (make run CLEANUP_PORT=...)")
-    parser.add_argument("--no-emulator", action="store_true", help="use the in-process event queue even if gcloud is here")
+    parser.add_argument("--no-emulator", action="store_true", help="use the local event queue even if gcloud is here")
     parser.add_argument("--log-dir", type=Path, help="where this run's logs go (default: a new .dev/runs/TIME directory)")
     args = parser.parse_args()
     console = Console()
@@ -71,6 +71,8 @@ def main() -> int:
         log_dir = args.log_dir or new_run_dir(ROOT / ".dev" / "runs")
         log_dir.mkdir(parents=True, exist_ok=True)
         env, fake_url = service_env(os.environ, started, console, f"http://127.0.0.1:{args.port}")
+        # The sandbox account lives as long as this run, so do its events; a real account's outlive it.
+        env.setdefault("LOCAL_QUEUE_PATH", str(log_dir / "voice-events.sqlite3" if fake_url else ROOT / ".dev" / "voice-events.sqlite3"))
         cleanup = FunctionServer("cleanup_voices", env, signature_type="cloudevent", port=args.cleanup_port,
                                  log_dir=log_dir, on_line=console.events_of("cleanup"))
         started.append(cleanup)
@@ -82,7 +84,7 @@ def main() -> int:
             events_line = (f"Pub/Sub emulator at {env['PUBSUB_EMULATOR_HOST']}, topic {env['VOICE_EVENTS_TOPIC']} "
                            "pushing to cleanup_voices")
         else:
-            events_line = f"in-process event queue (Pub/Sub emulator not used: {emulator_reason})"
+            events_line = f"local queue {relative(Path(env['LOCAL_QUEUE_PATH']))} (Pub/Sub emulator not used: {emulator_reason})"
         webhook = FunctionServer("precall_webhook", env, port=args.port, log_dir=log_dir,
                                  on_line=console.events_of("webhook"))
         started.append(webhook)
@@ -110,7 +112,7 @@ def main() -> int:
 
 def start_emulator(env: dict[str, str], cleanup_url: str, started: list[Any], log_dir: Path) -> str | None:
     """The emulator with topic and push subscription, its settings added to `env`; or why not (the
-    stack then uses the in-process queue rather than failing)."""
+    stack then uses the local queue rather than failing)."""
     os.environ.setdefault("CLOUDSDK_CORE_DISABLE_PROMPTS", "1")  # a missing component fails, never waits on a prompt
     emulator = PubSubEmulator(free_port(), project="local-project")
     emulator.log_path = log_dir / "pubsub-emulator.log"  # with the run's other logs
@@ -168,6 +170,8 @@ def banner(webhook_url: str, cleanup_url: str, events_line: str, log_dir: Path, 
     init_secret = f"INIT_WEBHOOK_SECRET={LOCAL_INIT_SECRET} " if env["INIT_WEBHOOK_SECRET"] == LOCAL_INIT_SECRET else ""
     # `cleanup status` reads the account the services use: the sandbox's, or yours.
     account = f"ELEVENLABS_API_KEY={SANDBOX_API_KEY} ELEVENLABS_BASE_URL={fake_url} " if fake_url else ""
+    if "VOICE_EVENTS_TOPIC" not in env:  # `cleanup status` also shows the local queue's events
+        account += f"LOCAL_QUEUE_PATH={relative(Path(env['LOCAL_QUEUE_PATH']))} "
     if not fake_url:
         yours += ["ELEVENLABS_API_KEY"] + (["ELEVENLABS_BASE_URL"] if "ELEVENLABS_BASE_URL" in env else [])
     if yours:

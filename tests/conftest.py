@@ -108,17 +108,20 @@ def audio_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def service_env(fake: FakeElevenLabs, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Environment for the service pointed at the local ElevenLabs server; tests may add to it."""
+def service_env(fake: FakeElevenLabs, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    """Environment for the service pointed at the local ElevenLabs server; tests may add to it. Each
+    test has its own local event queue file: no test sees another's events."""
     env = {
         "ELEVENLABS_API_KEY": API_KEY,
         "ELEVENLABS_WEBHOOK_SECRET": SECRET,
         "ELEVENLABS_BASE_URL": fake.url,
         "REQUEST_DEADLINE_SECONDS": "20",
+        "LOCAL_QUEUE_PATH": str(tmp_path / "voice-events.sqlite3"),
     }
     for name in list(os.environ):
         if name.startswith(("ELEVENLABS_", "VOICE_", "FIRST_MESSAGE_", "AGENT_UPDATE", "MAX_SAMPLE", "MIN_SAMPLE",
-                            "CLONE_SAMPLE", "WEBHOOK_TOLERANCE", "REQUEST_DEADLINE", "DEBUG_SAMPLE", "FUNCTION_TARGET")):
+                            "CLONE_SAMPLE", "WEBHOOK_TOLERANCE", "REQUEST_DEADLINE", "DEBUG_SAMPLE", "FUNCTION_TARGET",
+                            "LOCAL_QUEUE")):
             monkeypatch.delenv(name, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
