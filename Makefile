@@ -1,9 +1,9 @@
 # The two commands of the README, plus the benchmark. Each prepares the machine first.
 .PHONY: run test bench doctor
 
-# make run PORT=8090 CLEANUP_PORT=8091 when 8080/8081 are taken.
+# make run PORT=8090 when 8080/8081 are taken: cleanup_voices takes the next port (CLEANUP_PORT=... to choose it).
 PORT ?= 8080
-CLEANUP_PORT ?= 8081
+CLEANUP_PORT ?= $(shell expr $(PORT) + 1)
 
 run:
 	@scripts/bootstrap.sh run

@@ -48,10 +48,11 @@ class Stop(Exception):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8080, help="precall_webhook port (make run PORT=...)")
-    parser.add_argument("--cleanup-port", type=int, default=8081, help="cleanup_voices port (make run CLEANUP_PORT=...)")
+    parser.add_argument("--cleanup-port", type=int, help="cleanup_voices port (make run CLEANUP_PORT=...; default: --port + 1)")
     parser.add_argument("--no-emulator", action="store_true", help="use the local event queue even if gcloud is here")
     parser.add_argument("--log-dir", type=Path, help="where this run's logs go (default: a new .dev/runs/TIME directory)")
     args = parser.parse_args()
+    args.cleanup_port = args.cleanup_port or args.port + 1
     console = Console()
 
     taken = [port for port in dict.fromkeys((args.port, args.cleanup_port)) if not port_is_free(port)]
@@ -114,8 +115,7 @@ def start_emulator(env: dict[str, str], cleanup_url: str, started: list[Any], lo
     """The emulator with topic and push subscription, its settings added to `env`; or why not (the
     stack then uses the local queue rather than failing)."""
     os.environ.setdefault("CLOUDSDK_CORE_DISABLE_PROMPTS", "1")  # a missing component fails, never waits on a prompt
-    emulator = PubSubEmulator(free_port(), project="local-project")
-    emulator.log_path = log_dir / "pubsub-emulator.log"  # with the run's other logs
+    emulator = PubSubEmulator(free_port(), project="local-project", log_dir=log_dir)  # with the run's other logs
     started.append(emulator)
     try:
         emulator.start()

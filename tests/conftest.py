@@ -189,7 +189,7 @@ def post_signed(client: Any, path: str, body: bytes, content_type: str = "applic
 
 
 @pytest.fixture(scope="session")
-def pubsub_emulator() -> Iterator[Any]:
+def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The real emulator, once per session. Skips where it cannot run, unless
     REQUIRE_PUBSUB_EMULATOR=1 (set by .ci/run), where a missing emulator is a failure."""
     from sandbox.processes import free_port
@@ -200,7 +200,7 @@ def pubsub_emulator() -> Iterator[Any]:
         if os.environ.get("REQUIRE_PUBSUB_EMULATOR") == "1":
             pytest.fail(f"REQUIRE_PUBSUB_EMULATOR=1 but the Pub/Sub emulator cannot run: {reason}")
         pytest.skip(f"Pub/Sub emulator unavailable: {reason}")
-    emulator = PubSubEmulator(free_port()).start()
+    emulator = PubSubEmulator(free_port(), log_dir=tmp_path_factory.mktemp("pubsub-emulator")).start()
     previous = os.environ.get("PUBSUB_EMULATOR_HOST")
     os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
     yield emulator

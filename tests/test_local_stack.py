@@ -193,3 +193,10 @@ def test_make_run_takes_its_ports_from_make_variables():
                          text=True, timeout=30)
     assert dry.returncode == 0, dry.stderr
     assert "scripts/dev.py --port 9123 --cleanup-port 9124" in dry.stdout
+
+
+def test_make_run_with_another_port_moves_the_cleanup_port_along():
+    """`make run PORT=8090` next to a running stack must not collide on the default cleanup port."""
+    dry = subprocess.run(["make", "-n", "run", "PORT=9123"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert dry.returncode == 0, dry.stderr
+    assert "scripts/dev.py --port 9123 --cleanup-port 9124" in dry.stdout
