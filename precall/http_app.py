@@ -199,7 +199,7 @@ class WebhookApp:
         event = parse_post_call(signed.skeleton)
         if event is None:
             return _json_response({"status": "ignored"}, 200)
-        published = self._sink.publish(events.call_ended(event.conversation_id, event.agent_id, datetime.now(timezone.utc),
+        published = self._service.publish(events.call_ended(event.conversation_id, event.agent_id, datetime.now(timezone.utc),
                                                          event.related_ids))
         log_event(_log, logging.INFO, "Post-call webhook received", "post_call_received",
                   conversation_id=event.conversation_id, agent_id=event.agent_id, webhook_type=event.event_type,
