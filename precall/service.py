@@ -50,7 +50,7 @@ class _Cloned:
     voice_id: str
     name: str
     reused: bool
-    event: dict[str, Any] | None  # voice.created to publish for a clone this call made
+    event: dict[str, Any] | None  # voice.created to publish for the clone this call answers with
 
 
 class PrecallService:
@@ -188,7 +188,10 @@ class PrecallService:
             self._discard(request, voice_id, name, created_at, deadline, "duplicate", keep.voice_id)
             log_event(_log, logging.INFO, "Reusing the clone of a redelivered webhook", "voice_clone_reused",
                       conversation_id=conversation_id, voice_id=keep.voice_id)
-            return _Cloned(keep.voice_id, keep.name, reused=True, event=None)
+            # Its maker may have died before publishing (seen in the soak: a retry after a crash reused the
+            # clone, and without a post-call webhook it waited for the TTL). One more event is harmless.
+            return _Cloned(keep.voice_id, keep.name, reused=True, event=events.voice_created(
+                keep.voice_id, keep.name, conversation_id, request.agent_id, keep.created_at or created_at))
         log_event(_log, logging.INFO, "Voice cloned successfully", "voice_clone_success",
                   conversation_id=conversation_id, voice_id=voice_id, clone_ms=timings["clone_ms"])
         return _Cloned(voice_id, name, reused=False,

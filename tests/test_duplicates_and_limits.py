@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.conftest import AGENT_ID, BOTH_MODES, in_parallel, json_body, post_signed, seed_clone
+from tests.conftest import AGENT_ID, BOTH_MODES, in_parallel, json_body, post_signed, seed_clone, wait_until
 
 pytestmark = pytest.mark.parametrize("fake_mode", BOTH_MODES)
 
@@ -143,3 +143,14 @@ def test_one_webhook_at_two_instances_leaves_one_clone_named_by_both_answers_and
     assert len(left) == 1, left
     assert answers[0]["voice_id"] == answers[1]["voice_id"] == left[0]
     assert fake.agents[AGENT_ID]["conversation_config"]["tts"]["voice_id"] == left[0]
+
+
+def test_a_reused_clone_whose_maker_died_before_publishing_is_still_deleted_after_the_call(client, fake, audio_files):
+    """Found by the soak: an instance killed right after its clone was made never published voice.created;
+    the sender's retry reused that clone, and with no post-call webhook it waited for the TTL."""
+    earlier = seed_clone(fake, "conv_orphan", datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=30))
+    fake.set_conversation("conv_orphan", "done")  # the call is over; its post-call webhook never comes
+    answer = post_signed(client, "/webhook", json_body(audio_files["wav_pcm16"].read_bytes(),
+                                                       conversation_id="conv_orphan")).get_json()
+    assert answer["voice_id"] == earlier
+    assert wait_until(lambda: earlier not in fake.voices, timeout=20)
