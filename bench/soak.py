@@ -470,18 +470,21 @@ def _log_counts(logs: str) -> tuple[int, int]:
 
 def _time_to_delete(calls: list[Call], made: dict[str, dict[str, Any]], deleted: dict[str, float]) -> dict[str, Any]:
     """Seconds from a call's end to the deletion of its clones: with a post-call webhook, and without
-    (those wait for a redelivery, or the TTL sweep after the clock moved)."""
-    waits: dict[bool, list[float]] = {True: [], False: []}
+    (those wait for a redelivery, or the TTL sweep after the clock moved); the slowest three named."""
+    waits: dict[bool, list[tuple[float, str]]] = {True: [], False: []}
     for call in calls:
         if call.ended_at is None:
             continue
         own = "_" + conversation_suffix(call.call_sid or call.conversation_id)
         for voice_id, voice in made.items():
             if voice["name"].endswith(own) and voice_id in deleted:
-                waits[call.post_call != "missing"].append(max(0.0, deleted[voice_id] - call.ended_at))
-    return {"with_post_call_worst": round(max(waits[True], default=0), 1),
-            "with_post_call_p50": round(statistics.median(waits[True]), 1) if waits[True] else None,
-            "without_post_call_worst": round(max(waits[False], default=0), 1)}
+                waits[call.post_call != "missing"].append(
+                    (max(0.0, deleted[voice_id] - call.ended_at), f"call {call.index} ({call.flow}, {call.path})"))
+    sent = sorted(waits[True], reverse=True)
+    return {"with_post_call_worst": round(sent[0][0], 1) if sent else 0,
+            "with_post_call_p50": round(statistics.median(w for w, _ in sent), 1) if sent else None,
+            "with_post_call_slowest": [f"{w:.0f} s {who}" for w, who in sent[:3]],
+            "without_post_call_worst": round(max((w for w, _ in waits[False]), default=0), 1)}
 
 
 def _percentiles(seconds: list[float]) -> dict[str, Any]:
