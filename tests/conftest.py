@@ -43,6 +43,18 @@ def private_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def no_shared_queue_file() -> Iterator[None]:
+    """No test may use the working directory's local event queue (`.precall/`) or `make run`'s live-mode
+    one (`.dev/`): a developer's pending deletions live there, and tests would share them."""
+    shared = [ROOT / directory / name for directory in (".precall", ".dev")
+              for name in ("voice-events.sqlite3", "voice-events.sqlite3-wal")]
+    before = {path: path.stat().st_mtime_ns if path.exists() else None for path in shared}
+    yield
+    touched = [str(p) for p in shared if (p.stat().st_mtime_ns if p.exists() else None) != before[p]]
+    assert not touched, f"a test wrote to a shared local event queue: {touched}"
+
+
+@pytest.fixture(scope="session", autouse=True)
 def quiet_background_logs() -> Iterator[None]:
     """In-process service logs go to `sys.stdout` as it is when they are written. A background thread
     (event queue, prefetch) finishing after its test would write between pytest's progress dots:

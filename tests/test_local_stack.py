@@ -141,7 +141,8 @@ def test_sandbox_round_trip_as_the_banner_prints_it_then_everything_stops(use_em
 def test_live_mode_talks_to_the_api_given_with_the_users_key_and_settings(fake, tmp_path):
     """The local ElevenLabs server poses as the real API: a base URL and key, exported as a user would."""
     stack = Stack("--no-emulator", log_dir=tmp_path / "run", env=clean_env(
-        ELEVENLABS_API_KEY=API_KEY, ELEVENLABS_BASE_URL=fake.url, ELEVENLABS_AGENT_ID=AGENT_ID, AGENT_UPDATE_MODE="override"))
+        ELEVENLABS_API_KEY=API_KEY, ELEVENLABS_BASE_URL=fake.url, ELEVENLABS_AGENT_ID=AGENT_ID, AGENT_UPDATE_MODE="override",
+        LOCAL_QUEUE_PATH=str(tmp_path / "voice-events.sqlite3")))  # not the developer's own .dev/ queue
     try:
         output = stack.wait_ready()
         assert f"live mode: ElevenLabs at {fake.url}" in output and "sandbox" not in output
