@@ -1,9 +1,10 @@
 # The two commands of the README, plus the benchmark. Each prepares the machine first.
-.PHONY: run test bench doctor FORCE
+.PHONY: run test bench doctor soak FORCE
 
-# make run PORT=8090 CLEANUP_PORT=8091 when 8080/8081 are taken; ARGS=--no-emulator skips the Pub/Sub emulator.
+# make run PORT=8090 when 8080/8081 are taken: cleanup_voices takes the next port (CLEANUP_PORT=... to choose it);
+# ARGS=--no-emulator skips the Pub/Sub emulator.
 PORT ?= 8080
-CLEANUP_PORT ?= 8081
+CLEANUP_PORT ?= $(shell expr $(PORT) + 1)
 # The running stack's state file (URLs, the sandbox's key and secrets) for the operator commands. It is
 # also how the stack hears that make itself was interrupted: make forwards only SIGTERM to a recipe, but
 # on SIGINT, SIGTERM or SIGHUP it deletes the file of the target being made, and scripts/dev.py stops
@@ -31,3 +32,11 @@ test:
 bench:
 	@scripts/bootstrap.sh test
 	@.venv/bin/python bench/bench_precall.py
+
+# make soak [SEED=1] [CALLS=500]: hundreds of calls through the real services on both event paths while
+# ElevenLabs fails at random and the services are killed; then checks that no clone is left (docs/soak.md).
+SEED ?= 1
+CALLS ?= 500
+soak:
+	@scripts/bootstrap.sh test
+	@.venv/bin/python bench/soak.py --calls $(CALLS) --seed $(SEED)

@@ -1,8 +1,8 @@
 """Wiring, the one place that builds an instance: settings -> client, event sink, webhook app, cleanup.
 
 Used by both targets in `main.py` and by the operator CLIs. Built once per instance (process).
-With `VOICE_EVENTS_TOPIC` unset, events go to an in-process queue whose consumer is the same
-cleanup handler the Pub/Sub target runs.
+With `VOICE_EVENTS_TOPIC` unset, events go to the durable local queue at `LOCAL_QUEUE_PATH`, whose
+consumer is the same cleanup handler the Pub/Sub target runs (see docs/local-queue.md).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from precall.http_app import WebhookApp
 from precall.service import PrecallService
 from voiceclone.config import Settings, load_settings
 from voiceclone.elevenlabs_client import ElevenLabsClient
+from voiceclone.local_queue import open_store
 from voiceclone.logs import configure_logging
 from voiceclone.sinks import EventSink, LocalEventQueue, PubSubPublisher
 
@@ -41,7 +42,7 @@ def build_runtime(settings: Settings, log_stream: Any = None) -> Runtime:
     if settings.voice_events_topic:
         sink = PubSubPublisher(settings.voice_events_topic)
     else:
-        sink = LocalEventQueue(cleanup.handle)
+        sink = LocalEventQueue(open_store(settings.local_queue_path), cleanup.handle_data)
     service = PrecallService(settings, client, sink, now)
     overrides = AgentOverrides(client)
     init = ConversationInit(settings, service.prepared, service.inventory, overrides, service.caller_ref, now=now)
@@ -51,3 +52,4 @@ def build_runtime(settings: Settings, log_stream: Any = None) -> Runtime:
 def runtime_from_env(env: Mapping[str, str], target: str | None) -> Runtime:
     """`target` decides which secrets are required: cleanup needs no webhook secret."""
     return build_runtime(load_settings(env, require_webhook_secret=target != "cleanup_voices"))
+

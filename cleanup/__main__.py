@@ -3,8 +3,11 @@ the service (ELEVENLABS_API_KEY, ELEVENLABS_BASE_URL, VOICE_CLONE_TTL_SECONDS; `
 next to a running `make run`, what this shell leaves unset comes from its state file (.dev/stack.json).
 
   python -m cleanup status [--json]   each clone with its age, its call's state and whether it is
-                                      overdue (older than the TTL), and the account's voice slots
+                                      overdue (older than the TTL), and the account's voice slots; on a
+                                      single machine (no VOICE_EVENTS_TOPIC) also the local queue's pending,
+                                      retrying and dead-lettered events (LOCAL_QUEUE_PATH)
   python -m cleanup sweep [--apply]   the overdue clones; --apply deletes them
+  python -m cleanup redrive           the local queue's dead-lettered events back into the queue
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import json
 import logging
 import os
 import sys
+import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from voiceclone.clones import CloneInventory
@@ -22,6 +27,7 @@ from voiceclone import dev_stack
 from voiceclone.config import ConfigError, Settings, load_settings
 from voiceclone.deadline import Deadline, DeadlineExceeded
 from voiceclone.elevenlabs_client import ElevenLabsClient, ElevenLabsError
+from voiceclone.local_queue import MEMORY, open_store
 from voiceclone.logs import configure_logging
 
 from .handler import CleanupHandler
@@ -37,12 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     sweep = commands.add_parser("sweep", help="find clones older than the TTL (dry run unless --apply)")
     sweep.add_argument("--apply", action="store_true", help="delete them (default: only list them)")
     sweep.add_argument("--timeout", type=float, default=120.0, help="seconds allowed for the whole sweep")
+    commands.add_parser("redrive", help="put the local queue's dead-lettered events back (single machine)")
     args = parser.parse_args(argv)
     try:
         settings = load_settings(os.environ, require_webhook_secret=False)
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
+    if args.command == "redrive":
+        return redrive(settings)
     # stdout carries the report; the service's log lines go to stderr (status: only problems).
     configure_logging(settings.log_level if args.command == "sweep" else _at_least_warning(settings.log_level), sys.stderr)
     client = ElevenLabsClient(settings.elevenlabs_base_url, settings.elevenlabs_api_key)
@@ -50,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "status":
             report = status_report(settings, client, deadline)
+            report["local_queue"] = queue_report(settings)
             print(json.dumps(report, indent=2) if args.json else render(report))
         else:
             found = CleanupHandler.for_settings(settings, client).sweep(deadline, apply=args.apply)
@@ -58,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     except ElevenLabsError as error:
         print(f"python -m cleanup {args.command}: {_explain(error, settings)}", file=sys.stderr)
         return 1
+    except ConfigError as error:  # the local queue file cannot be read
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
     except DeadlineExceeded:
         print(f"python -m cleanup {args.command}: ElevenLabs at {settings.elevenlabs_base_url} did not answer within "
               f"{args.timeout:g} s; try again or raise --timeout", file=sys.stderr)
@@ -88,6 +101,43 @@ def status_report(settings: Settings, client: ElevenLabsClient, deadline: Deadli
     return report
 
 
+def queue_report(settings: Settings) -> dict[str, Any] | None:
+    """The local queue as data (None with Pub/Sub, whose console shows its own backlog). A file that does
+    not exist yet is reported empty, not created."""
+    if settings.voice_events_topic:
+        return None
+    path = settings.local_queue_path
+    report: dict[str, Any] = {"path": path, "pending": 0, "retrying": 0, "in_hand": 0, "dead_lettered": 0,
+                              "events": [], "dead_letters": []}
+    if path == MEMORY or not Path(path).exists():
+        return report
+    store = open_store(path)
+    try:
+        report.update(vars(store.counts()), **store.listing())
+    finally:
+        store.close()
+    return report
+
+
+def redrive(settings: Settings) -> int:
+    """`redrive`: every dead letter of the local queue due again now, with a fresh delivery count."""
+    if settings.voice_events_topic:
+        print("python -m cleanup redrive: events go to Pub/Sub (VOICE_EVENTS_TOPIC); its dead letters are in the "
+              "dead-letter topic's subscription: seek or republish them there", file=sys.stderr)
+        return 2
+    try:
+        store = open_store(settings.local_queue_path)
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    try:
+        moved = store.redrive()
+    finally:
+        store.close()
+    print(json.dumps({"local_queue_path": settings.local_queue_path, "redriven": moved}, indent=2))
+    return 0
+
+
 def render(report: dict[str, Any]) -> str:
     """The report as a person reads it: a summary line, then one row per clone, oldest first."""
     used, limit = report["voice_slots_used"], report["voice_limit"]
@@ -105,7 +155,26 @@ def render(report: dict[str, Any]) -> str:
         lines.append("overdue clones are deleted by the next sweep; now: python -m cleanup sweep --apply")
     if any(c["call_status"] == "unknown" for c in clones):
         lines.append("CALL unknown: ElevenLabs has no conversation with that id (not started yet, or a call sid)")
+    if report.get("local_queue") is not None:
+        lines += render_queue(report["local_queue"])
     return "\n".join(lines)
+
+
+def render_queue(queue: dict[str, Any]) -> list[str]:
+    """The local queue: one summary line, then its waiting events and dead letters, oldest first."""
+    lines = [f"local queue {queue['path']}: {queue['pending']} pending, {queue['retrying']} retrying, "
+             f"{queue['in_hand']} being handled, {queue['dead_lettered']} dead-lettered"]
+    now = time.time()
+    for event in queue["events"]:
+        due = max(0, round(event["due_at"] - now))
+        lines.append(f"  waiting  {event['event_type'] or '?':<14} {event['conversation_id'] or '-':<28} "
+                     f"deliveries {event['attempts']:>3}, next in {due} s" + (f"  ({event['last_error']})" if event["last_error"] else ""))
+    for event in queue["dead_letters"]:
+        lines.append(f"  dead     {event['event_type'] or '?':<14} {event['conversation_id'] or '-':<28} "
+                     f"deliveries {event['attempts']:>3}  ({event['last_error'] or 'no error recorded'})")
+    if queue["dead_lettered"]:
+        lines.append("dead-lettered events are not delivered again; after fixing the cause: python -m cleanup redrive")
+    return lines
 
 
 def _duration(seconds: int | None) -> str:

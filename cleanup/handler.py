@@ -163,4 +163,13 @@ def read_postcall_webhook(client: ElevenLabsClient, agent_id: str | None, deadli
     if agent_id:
         with contextlib.suppress(ElevenLabsError):
             agent = client.get_agent(agent_id, deadline)
-    return assess_postcall_webhook(client.get_convai_settings(deadline), agent, client.list_workspace_webhooks(deadline))
+    convai_settings = client.get_convai_settings(deadline)
+    try:
+        webhooks = client.list_workspace_webhooks(deadline)
+    except ElevenLabsError:
+        # No post-call webhook selected at all is a failure whatever the workspace's webhooks are.
+        findings = assess_postcall_webhook(convai_settings, agent, None)
+        if worst(findings) == FAILED:
+            return findings
+        raise
+    return assess_postcall_webhook(convai_settings, agent, webhooks)

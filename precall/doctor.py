@@ -249,11 +249,11 @@ def topic_finding(topic: str | None, deployed_events: str | None = None) -> Find
                        "doctor again")
     if topic and deployed_events == "local":
         return Finding(name, WARNING, f"the deployment has no VOICE_EVENTS_TOPIC (/healthz: events local, an "
-                       f"in-process queue on each instance); this machine's {topic} is not used",
+                       f"local queue on each instance); this machine's {topic} is not used",
                        "redeploy with VOICE_EVENTS_TOPIC (deploy/setup.sh sets it), or unset it here")
     if not topic:
         where = "the deployment's /healthz: events local" if deployed_events else "this machine's VOICE_EVENTS_TOPIC unset"
-        return Finding(name, OK, f"{where}: events go to the in-process queue (one machine only)")
+        return Finding(name, OK, f"{where}: events go to the local queue (one machine only)")
     from google.api_core import exceptions  # imported here: only this check needs the (slow to import) client
     from google.auth.exceptions import DefaultCredentialsError
     from google.cloud import pubsub_v1

@@ -164,9 +164,9 @@ class WebhookApp:
         except ServiceError:
             # A refused header is answered only after the body is read: answering while the client is
             # still sending makes its kernel see a reset instead of the 401.
-            _read_body(request, self._settings.max_body_bytes)
+            _read_body(request, self._settings.max_body_bytes, limit_name=self._body_limit_name())
             raise
-        body = _read_body(request, self._settings.max_body_bytes, verifier.update)
+        body = _read_body(request, self._settings.max_body_bytes, verifier.update, self._body_limit_name())
         verifier.finish()
         content_type = request.headers.get("Content-Type")
         try:
@@ -175,6 +175,10 @@ class WebhookApp:
             # Only a failed parse needs the best-effort id (a regex over the body): not the hot path.
             conversation["id"] = peek_conversation_id(body, content_type)
             raise
+
+    def _body_limit_name(self) -> str:
+        """What sets the pre-call body limit, for the 413's message: the setting to raise."""
+        return f"MAX_SAMPLE_BYTES={self._settings.max_sample_bytes}, base64-encoded, plus 64 KiB"
 
     def _init(self, request: flask.Request) -> flask.Response:
         body = _read_body(request, MAX_INIT_BODY_BYTES)
@@ -195,7 +199,7 @@ class WebhookApp:
         event = parse_post_call(signed.skeleton)
         if event is None:
             return _json_response({"status": "ignored"}, 200)
-        published = self._sink.publish(events.call_ended(event.conversation_id, event.agent_id, datetime.now(timezone.utc),
+        published = self._service.publish(events.call_ended(event.conversation_id, event.agent_id, datetime.now(timezone.utc),
                                                          event.related_ids))
         log_event(_log, logging.INFO, "Post-call webhook received", "post_call_received",
                   conversation_id=event.conversation_id, agent_id=event.agent_id, webhook_type=event.event_type,
@@ -203,18 +207,20 @@ class WebhookApp:
         return _json_response({"status": "accepted", "conversation_id": event.conversation_id}, 200)
 
 
-def _read_body(request: flask.Request, limit: int, feed: Callable[[memoryview], None] | None = None) -> bytes | bytearray:
+def _read_body(request: flask.Request, limit: int, feed: Callable[[memoryview], None] | None = None,
+               limit_name: str | None = None) -> bytes | bytearray:
     """The raw body, refused with 413 as soon as it is known to exceed `limit`; never kept on the
     request, so it is freed with its last reference. `feed` sees each piece as it arrives.
 
     A body of declared length (checked before reading) is received into one buffer of that size
     with `readinto`, which `serving` gives gunicorn's body: no copy between the socket and the
     buffer. A chunked body is read at most one byte past the limit (werkzeug stops there
-    silently, so the extra byte is the tell).
+    silently, so the extra byte is the tell). `limit_name` says in the 413 what sets the limit.
     """
+    too_large = f"Request body is larger than {limit} bytes" + (f" ({limit_name})" if limit_name else "")
     declared = request.content_length
     if declared is not None and declared > limit:
-        raise SampleTooLarge(f"Request body is larger than {limit} bytes")
+        raise SampleTooLarge(too_large)
     request.max_content_length = limit + 1
     with _body_read_errors():
         if declared is not None:
@@ -222,9 +228,9 @@ def _read_body(request: flask.Request, limit: int, feed: Callable[[memoryview], 
         try:
             body = request.get_data(cache=False)
         except RequestEntityTooLarge:
-            raise SampleTooLarge(f"Request body is larger than {limit} bytes") from None
+            raise SampleTooLarge(too_large) from None
     if len(body) > limit:
-        raise SampleTooLarge(f"Request body is larger than {limit} bytes")
+        raise SampleTooLarge(too_large)
     if feed is not None:
         feed(memoryview(body))
     return body

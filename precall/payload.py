@@ -98,7 +98,7 @@ def parse_json(body: bytes, default_agent_id: str | None, max_sample_bytes: int)
             raise InvalidPayload("voice_sample.data must be a base64 string")
         data = _decode_base64(value)
     if len(data) > max_sample_bytes:
-        raise SampleTooLarge(f"Voice sample is larger than {max_sample_bytes} bytes")
+        raise SampleTooLarge(f"Voice sample is larger than {max_sample_bytes} bytes (MAX_SAMPLE_BYTES)")
     return PrecallRequest(
         conversation_id,
         agent_id,
@@ -184,7 +184,7 @@ def parse_multipart(body: bytes, content_type: str, default_agent_id: str | None
     if not data:
         raise MissingVoiceSample("multipart part 'voice_sample' is empty")
     if len(data) > max_sample_bytes:
-        raise SampleTooLarge(f"Voice sample is larger than {max_sample_bytes} bytes")
+        raise SampleTooLarge(f"Voice sample is larger than {max_sample_bytes} bytes (MAX_SAMPLE_BYTES)")
     return PrecallRequest(conversation_id, agent_id, VoiceSample(data, upload.filename, upload.mimetype or None), caller,
                           call_sid, caller_id)
 

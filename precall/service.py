@@ -37,6 +37,7 @@ T = TypeVar("T")
 # Two PATCHes of one agent for different calls closer than this probably overlap a live call.
 AGENT_PATCH_OVERLAP_SECONDS = 600.0
 LOOKUP_GRACE_SECONDS = 2.0
+PUBLISH_WAIT_SECONDS = 1.0
 SIDE_THREADS_STARTED_AHEAD = 256
 
 
@@ -49,7 +50,7 @@ class _Cloned:
     voice_id: str
     name: str
     reused: bool
-    event: dict[str, Any] | None  # voice.created to publish for a clone this call made
+    event: dict[str, Any] | None  # voice.created to publish for the clone this call answers with
 
 
 class PrecallService:
@@ -106,8 +107,8 @@ class PrecallService:
 
     def _clone_and_update(self, request: PrecallRequest, sample: bytes, fmt: audio.AudioFormat, deadline: Deadline) -> CloneOutcome:
         """Nothing waits that need not: the duplicate look-up runs beside the clone, and the event is
-        published beside the agent PATCH (the answer waits for both: Cloud Run may throttle the CPU
-        once it is sent)."""
+        published beside the agent PATCH (the answer waits for both, the publish at most about a second:
+        Cloud Run may throttle the CPU once the answer is sent, so a normal publish is done before it)."""
         timings: dict[str, int] = {}
         lookup = self._pool.submit(self._timed, timings, "lookup_ms", self._existing_clones, request.conversation_id, deadline)
         clone = self._clone(request, sample, fmt, deadline, lookup, timings)
@@ -117,12 +118,31 @@ class PrecallService:
         published = None
         if clone.event is not None:
             published = self._pool.submit(self._timed, timings, "publish_ms", self._sink.publish, clone.event)
+            publish_started = time.monotonic()
         agent_updated = self._settings.patches_agent and self._timed(
             timings, "agent_update_ms", self._update_agent, request, clone.voice_id, first_message, deadline)
-        if published is not None:
-            published.result()
+        if published is not None and clone.event is not None:
+            self._await_publish(published, clone.event, publish_started)
         return CloneOutcome(request.conversation_id, request.agent_id, clone.voice_id, clone.name, agent_updated,
                             first_message, request.caller, clone.reused, timings)
+
+    def publish(self, event: dict[str, Any]) -> bool | None:
+        """Publish for an answer that must not wait long: True/False once done, None if it is still
+        under way after `PUBLISH_WAIT_SECONDS` (it goes on behind the answer)."""
+        return self._await_publish(self._pool.submit(self._sink.publish, event), event, time.monotonic())
+
+    @staticmethod
+    def _await_publish(published: Future[bool], event: dict[str, Any], started: float) -> bool | None:
+        """The answer waits at most `PUBLISH_WAIT_SECONDS` for its event (a stalled Pub/Sub cost every call
+        6 s: the publisher's own 5 s timeout and then some). Past that the publish finishes behind the answer,
+        or fails and says so (`voice_event_publish_failed`); a clone whose event never lands is the sweep's."""
+        try:
+            return published.result(timeout=max(0.0, PUBLISH_WAIT_SECONDS - (time.monotonic() - started)))
+        except FutureTimeout:
+            log_event(_log, logging.WARNING, "Publishing is slow; answering without waiting for it",
+                      "voice_event_publish_pending", lifecycle_event=event.get("event_type"),
+                      conversation_id=event.get("conversation_id"), waited_ms=round((time.monotonic() - started) * 1000))
+            return None
 
     @staticmethod
     def _timed(timings: dict[str, int], key: str, step: Callable[..., T], *args: object) -> T:
@@ -162,16 +182,34 @@ class PrecallService:
                 "ElevenLabs could not clone the voice: the sample matches a protected voice and the clone requires "
                 "verification before use, so it cannot be used for this call (the clone was discarded)")
         earlier = [c for c in self._wait_for(lookup, deadline) if c.voice_id != voice_id]
-        if earlier:
-            keep = min(earlier, key=lambda c: (c.created_at or created_at, c.voice_id))
+        mine = Clone(voice_id, name, conversation_id, request.agent_id, created_at.replace(microsecond=0))
+        keep = min(earlier, key=_age_order) if earlier else self._older_twin(mine, deadline, timings)
+        if keep is not None:
             self._discard(request, voice_id, name, created_at, deadline, "duplicate", keep.voice_id)
             log_event(_log, logging.INFO, "Reusing the clone of a redelivered webhook", "voice_clone_reused",
                       conversation_id=conversation_id, voice_id=keep.voice_id)
-            return _Cloned(keep.voice_id, keep.name, reused=True, event=None)
+            # Its maker may have died before publishing (seen in the soak: a retry after a crash reused the
+            # clone, and without a post-call webhook it waited for the TTL). One more event is harmless.
+            return _Cloned(keep.voice_id, keep.name, reused=True, event=events.voice_created(
+                keep.voice_id, keep.name, conversation_id, request.agent_id, keep.created_at or created_at))
         log_event(_log, logging.INFO, "Voice cloned successfully", "voice_clone_success",
                   conversation_id=conversation_id, voice_id=voice_id, clone_ms=timings["clone_ms"])
         return _Cloned(voice_id, name, reused=False,
                        event=events.voice_created(voice_id, name, conversation_id, request.agent_id, created_at))
+
+    def _older_twin(self, mine: Clone, deadline: Deadline, timings: dict[str, int]) -> Clone | None:
+        """Look again after the add: the same webhook sent to two instances at once (or a sender's retry
+        a moment later) makes a clone on each, and neither saw the other's before its own add. Of the
+        clones then listed, the oldest (created time, then voice id: both instances order them alike)
+        is kept and answered by both; None if that is ours. A look-up that fails or hangs keeps ours
+        (the other clone then waits for the call's end). Left open: with the labels dropped (ages in whole
+        seconds), two clones made within one second, one listed too late for the other's look: both kept
+        (the same caller's voice; the second is deleted with the call)."""
+        again = self._pool.submit(self._timed, timings, "recheck_ms", self._existing_clones, mine.conversation_id, deadline)
+        found = {c.voice_id: c for c in self._wait_for(again, deadline)}
+        found.setdefault(mine.voice_id, mine)  # a listing may not show a voice made a moment ago
+        oldest = min(found.values(), key=_age_order)
+        return None if oldest.voice_id == mine.voice_id else oldest
 
     @staticmethod
     def _wait_for(lookup: Future[list[Clone]], deadline: Deadline) -> list[Clone]:
@@ -271,6 +309,11 @@ class PrecallService:
                       "voice. Use AGENT_UPDATE_MODE=override with /conversation-init to avoid it.",
                       "agent_patch_overlap", agent_id=request.agent_id, conversation_id=request.conversation_id,
                       previous_conversation_id=previous[1], seconds_since_previous=round(now - previous[0], 1))
+
+
+def _age_order(clone: Clone) -> tuple[datetime, str]:
+    """Oldest first; a clone of unknown age last; the voice id breaks ties the same way everywhere."""
+    return (clone.created_at or datetime.max.replace(tzinfo=timezone.utc), clone.voice_id)
 
 
 def _file_stem(request: PrecallRequest) -> str:

@@ -5,7 +5,8 @@ reference for the calls this service makes (`/v1/voices/add`, `/v1/voices/{id}`,
 `/v1/convai/agents/{id}`, `/v1/convai/conversations/{id}`) and those `doctor` reads
 (`/v1/user/subscription`, `/v1/convai/settings`, `/v1/workspace/webhooks`). Records every request; injects
 faults (status codes with ElevenLabs error bodies, `Retry-After`, delays, connection resets)
-and latency. Run standalone: `python -m sandbox.elevenlabs_server --port 8765`.
+and latency, one by one (`inject`) or at random on every endpoint (`chaos`); keeps a ledger of every
+voice made and deleted (`made`, `deleted`) for a soak to compare with the service's logs. Run standalone: `python -m sandbox.elevenlabs_server --port 8765`.
 
 Strict mode (`strict=True`, `--strict`) plays the real API as documented at its least convenient:
 undocumented label keys dropped, search over name and description only, an account already full
@@ -18,6 +19,7 @@ import argparse
 import hashlib
 import io
 import json
+import random
 import re
 import secrets
 import socket
@@ -26,7 +28,9 @@ import struct
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -81,6 +85,9 @@ ENDPOINT_PERMISSIONS = (
     ("GET", re.compile(r"/v1/user(/.*)?"), ("user_read",)),
     ("GET", re.compile(r"/v1/workspace/.+"), ("workspace_read",)),
 )
+# What `chaos` may do to a request: an ElevenLabs 429 (with Retry-After) or 5xx, a stall (a slow answer the
+# caller may give up on), a connection reset, and on `POST /v1/voices/add` a full account.
+CHAOS_KINDS = ("429", "500", "503", "stall", "reset", "voice_limit_reached")
 # Where `make run` serves precall_webhook: the sandbox account's webhooks point there.
 SANDBOX_SERVICE_URL = "http://127.0.0.1:8080"
 # A subscription field a test wants left out of `GET /v1/user/subscription` (`subscription_overrides`).
@@ -179,6 +186,13 @@ class FakeElevenLabs:
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
         self.uploaded_samples: dict[str, bytes] = {}
+        self.made: dict[str, dict[str, Any]] = {}  # every voice the API created: name, when (time.time())
+        self.deleted: dict[str, float] = {}  # every voice the API deleted, and when
+        self.chaos_rate = 0.0
+        self.chaos_kinds: tuple[str, ...] = CHAOS_KINDS
+        self.chaos_stall = (2.0, 6.0)
+        self.fault_counts: Counter[str] = Counter()
+        self._chaos_random = random.Random(0)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         for voice_id, name in PREMADE_VOICES:
@@ -278,6 +292,34 @@ class FakeElevenLabs:
         with self.lock:
             self.faults.append(Fault(method.upper(), re.compile(path), status, body, headers or {}, delay, reset, times))
 
+    def chaos(self, rate: float, seed: int, kinds: tuple[str, ...] = CHAOS_KINDS,
+              stall: tuple[float, float] = (2.0, 6.0)) -> None:
+        """Fail about `rate` of all requests, on every endpoint, with a fault drawn from `kinds` (`CHAOS_KINDS`),
+        from a generator seeded with `seed`; `stall` bounds a stall's seconds. `fault_counts` counts them."""
+        unknown = set(kinds) - set(CHAOS_KINDS)
+        if unknown:
+            raise ValueError(f"unknown chaos kinds {sorted(unknown)}; known: {CHAOS_KINDS}")
+        with self.lock:
+            self.chaos_rate, self.chaos_kinds, self.chaos_stall = rate, tuple(kinds), stall
+            self._chaos_random = random.Random(seed)
+
+    def age_voices(self, seconds: float) -> None:
+        """Move the account's clock: every cloned voice becomes `seconds` older (`created_at_unix` and a
+        `created_at` label), as if that much time had passed. For a TTL without waiting for it."""
+        with self.lock:
+            for voice in self.voices.values():
+                if voice["category"] != "cloned":
+                    continue
+                if voice.get("created_at_unix") is not None:
+                    voice["created_at_unix"] -= int(seconds)
+                labels = voice.get("labels") or {}
+                if isinstance(labels.get("created_at"), str):
+                    try:
+                        moved = datetime.fromisoformat(labels["created_at"].replace("Z", "+00:00")) - timedelta(seconds=seconds)
+                    except ValueError:
+                        continue
+                    labels["created_at"] = moved.isoformat(timespec="seconds").replace("+00:00", "Z")
+
     def requests_to(self, method: str, path_pattern: str) -> list[RecordedRequest]:
         with self.lock:
             return [r for r in self.requests if r.method == method and re.fullmatch(path_pattern, r.path)]
@@ -301,6 +343,10 @@ class FakeElevenLabs:
             self.conversations.clear()
             self.agents.clear()
             self.uploaded_samples.clear()
+            self.made.clear()
+            self.deleted.clear()
+            self.chaos_rate = 0.0
+            self.fault_counts.clear()
             self.voices = {k: v for k, v in self.voices.items() if v["category"] == "premade"}
             self.latency = 0.0
             self.endpoint_latency = {}
@@ -389,6 +435,30 @@ class FakeElevenLabs:
                         self.faults.remove(fault)
                     return fault
         return None
+
+    def _chaos_fault(self, method: str, path: str) -> Fault | None:
+        """A random fault for this request, or None (see `chaos`)."""
+        with self.lock:
+            if self.chaos_rate <= 0 or self._chaos_random.random() >= self.chaos_rate:
+                return None
+            adding = method == "POST" and path == "/v1/voices/add"
+            kinds = [k for k in self.chaos_kinds if adding or k != "voice_limit_reached"]
+            if not kinds:
+                return None
+            kind = self._chaos_random.choice(kinds)
+            self.fault_counts[kind] += 1
+            stall = self._chaos_random.uniform(*self.chaos_stall)
+        if kind == "429":
+            return Fault(method, re.compile(re.escape(path)), 429, headers={"Retry-After": "1"})
+        if kind in ("500", "503"):
+            return Fault(method, re.compile(re.escape(path)), int(kind))
+        if kind == "stall":
+            return Fault(method, re.compile(re.escape(path)), delay=stall)
+        if kind == "reset":
+            return Fault(method, re.compile(re.escape(path)), reset=True)
+        used = self.custom_voice_count()
+        return Fault(method, re.compile(re.escape(path)), 400, body=self.error(
+            "voice_limit_reached", f"You have reached your maximum amount of custom voices ({used} / {used})."))
 
     def _fault_body(self, status: int) -> dict[str, Any]:
         """The body of an injected failure given without one."""
@@ -492,6 +562,7 @@ class FakeElevenLabs:
                              "size_bytes": len(s)} for i, (u, s) in enumerate(zip(uploads, samples, strict=True))],
             }
             self.uploaded_samples[voice_id] = samples[0]
+            self.made[voice_id] = {"name": form["name"], "at": time.time()}
             self.voice_add_edit_counter += 1
         # Even a voice that needs verification was created and takes a slot.
         return 200, {"voice_id": voice_id, "requires_verification": self.requires_verification}
@@ -532,6 +603,7 @@ class FakeElevenLabs:
                     "voice_not_found", f"A voice with the voice_id {voice_id} was not found.")
             if method == "DELETE":
                 del self.voices[voice_id]
+                self.deleted[voice_id] = time.time()
                 return 200, {"status": "ok"}
             return 200, self._served(voice)
 
@@ -605,7 +677,7 @@ class _Handler(BaseHTTPRequestHandler):
         delay = fake.latency_for(self.command, parts.path)
         if delay:
             time.sleep(delay)
-        fault = fake._take_fault(self.command, parts.path)
+        fault = fake._take_fault(self.command, parts.path) or fake._chaos_fault(self.command, parts.path)
         if fault is not None:
             if fault.delay:
                 time.sleep(fault.delay)

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -85,7 +86,8 @@ class FunctionServer:
     The service sees only the settings in `env` (plus PATH and the like), never this shell's own
     service settings, so a test is not changed by what the developer exported. Its output goes to
     `log_dir/TARGET.log` when a directory is given (`make run` keeps them per run), else to memory:
-    tests leave no files behind. `on_line` sees every output line as it is written. The server runs
+    tests leave no files behind. Without a `LOCAL_QUEUE_PATH` in `env`, its local event queue is a
+    fresh file under TMPDIR, never the working directory's default one that another run may share. `on_line` sees every output line as it is written. The server runs
     in its own session, so a terminal's SIGINT/SIGHUP reach only whoever owns it, who then `stop()`s it.
     """
 
@@ -100,6 +102,8 @@ class FunctionServer:
                     if k not in ENVIRONMENT_VARIABLES and not k.startswith(("ELEVENLABS_", "VOICE_", "PUBSUB_"))}
         full_env.update(env)
         full_env.setdefault("PYTHONUNBUFFERED", "1")
+        if "LOCAL_QUEUE_PATH" not in full_env:
+            full_env["LOCAL_QUEUE_PATH"] = str(Path(tempfile.mkdtemp(prefix="queue-")) / "voice-events.sqlite3")
         executable = Path(sys.executable).with_name("functions-framework")
         self.log_path = None if log_dir is None else Path(log_dir) / f"{target}.log"
         self._log = None if self.log_path is None else open(self.log_path, "a", encoding="utf-8")

@@ -28,12 +28,17 @@ def emulator_available() -> str | None:
 
 
 class PubSubEmulator:
-    def __init__(self, port: int, project: str = "test-project", data_dir: Path | None = None) -> None:
+    """The emulator on `port`. Its output goes to `log_dir/pubsub-emulator.log` (`make run` keeps it with
+    the run's other logs), else to `pubsub-emulator-PORT.log` under TMPDIR."""
+
+    def __init__(self, port: int, project: str = "test-project", data_dir: Path | None = None,
+                 log_dir: Path | None = None) -> None:
         self.host = f"127.0.0.1:{port}"
         self.project = project
         self._data_dir = data_dir
         self._process: subprocess.Popen[bytes] | None = None
-        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"pubsub-emulator-{port}.log"
+        self.log_path = (Path(log_dir) / "pubsub-emulator.log" if log_dir is not None
+                         else Path(os.environ.get("TMPDIR", "/tmp")) / f"pubsub-emulator-{port}.log")
 
     def start(self, timeout: float = 90.0) -> PubSubEmulator:
         command = ["gcloud", "beta", "emulators", "pubsub", "start", f"--host-port={self.host}", f"--project={self.project}"]
@@ -54,12 +59,25 @@ class PubSubEmulator:
         self.stop()
         raise TimeoutError("Pub/Sub emulator did not start")
 
+    def pause(self) -> None:
+        """Stall it (SIGSTOP to gcloud and its Java server): connections are accepted by the kernel and
+        then nothing answers, as a Pub/Sub that hangs rather than refuses."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: int) -> None:
+        if self._process is not None:
+            os.killpg(self._process.pid, sig)
+
     def stop(self) -> None:
         """Stop gcloud and the Java server it started (same process group)."""
         if self._process is None:
             return
         try:
             os.killpg(self._process.pid, signal.SIGTERM)
+            os.killpg(self._process.pid, signal.SIGCONT)  # a paused one acts on SIGTERM only once running
             self._process.wait(timeout=15)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             try:

@@ -2,7 +2,7 @@
 
 Starts, on loopback: the local ElevenLabs API in sandbox mode when ELEVENLABS_API_KEY is unset
 (the real API, or ELEVENLABS_BASE_URL, with your key otherwise), the Pub/Sub emulator with topic,
-dead-letter topic and push subscription when gcloud is installed (else the in-process event queue),
+dead-letter topic and push subscription when gcloud is installed (else the local SQLite event queue),
 `cleanup_voices` and `precall_webhook` under functions-framework with your settings. Prints the
 round trip to try, then one short line per service event; the JSON logs are kept per run. Writes
 `.dev/stack.json` (URLs, the sandbox's key and secrets) for the operator commands beside it.
@@ -44,7 +44,7 @@ SANDBOX_API_KEY = "sandbox"
 SANDBOX_AGENT_ID = "agent_local_sandbox"
 SAMPLE = "samples/sample.wav"
 RUNS_KEPT = 20
-# Where events go is `make run`'s choice (emulator or in-process queue), never the shell's.
+# Where events go is `make run`'s choice (emulator or local queue), never the shell's.
 OWNED_BY_RUN = ("VOICE_EVENTS_TOPIC", "PUBSUB_EMULATOR_HOST")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
@@ -76,12 +76,13 @@ class StopSignals:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8080, help="precall_webhook port (make run PORT=...)")
-    parser.add_argument("--cleanup-port", type=int, default=8081, help="cleanup_voices port (make run CLEANUP_PORT=...)")
-    parser.add_argument("--no-emulator", action="store_true", help="use the in-process event queue even if gcloud is here")
+    parser.add_argument("--cleanup-port", type=int, help="cleanup_voices port (make run CLEANUP_PORT=...; default: --port + 1)")
+    parser.add_argument("--no-emulator", action="store_true", help="use the local event queue even if gcloud is here")
     parser.add_argument("--log-dir", type=Path, help="where this run's logs go (default: a new .dev/runs/TIME directory)")
     parser.add_argument("--state-file", type=Path, default=ROOT / dev_stack.STATE_FILE,
                         help="where the operator commands find this stack (default: .dev/stack.json; make run passes it)")
     args = parser.parse_args()
+    args.cleanup_port = args.cleanup_port or args.port + 1
     console = Console()
 
     taken = [port for port in dict.fromkeys((args.port, args.cleanup_port)) if not port_is_free(port)]
@@ -105,6 +106,8 @@ def main() -> int:
         log_dir = args.log_dir or new_run_dir(ROOT / ".dev" / "runs")
         log_dir.mkdir(parents=True, exist_ok=True)
         env, fake_url = service_env(os.environ, started, console, f"http://127.0.0.1:{args.port}")
+        # The sandbox account lives as long as this run, so do its events; a real account's outlive it.
+        env.setdefault("LOCAL_QUEUE_PATH", str(log_dir / "voice-events.sqlite3" if fake_url else ROOT / ".dev" / "voice-events.sqlite3"))
         cleanup = FunctionServer("cleanup_voices", env, signature_type="cloudevent", port=args.cleanup_port,
                                  log_dir=log_dir, on_line=console.events_of("cleanup"))
         started.append(cleanup)
@@ -116,7 +119,7 @@ def main() -> int:
             events_line = (f"Pub/Sub emulator at {env['PUBSUB_EMULATOR_HOST']}, topic {env['VOICE_EVENTS_TOPIC']} "
                            "pushing to cleanup_voices")
         else:
-            events_line = f"in-process event queue (Pub/Sub emulator not used: {emulator_reason})"
+            events_line = f"local queue {relative(Path(env['LOCAL_QUEUE_PATH']))} (Pub/Sub emulator not used: {emulator_reason})"
         webhook = FunctionServer("precall_webhook", env, port=args.port, log_dir=log_dir,
                                  on_line=console.events_of("webhook"))
         started.append(webhook)
@@ -219,10 +222,9 @@ def reap() -> None:
 
 def start_emulator(env: dict[str, str], cleanup_url: str, started: list[Any], log_dir: Path) -> str | None:
     """The emulator with topic and push subscription, its settings added to `env`; or why not (the
-    stack then uses the in-process queue rather than failing)."""
+    stack then uses the local queue rather than failing)."""
     os.environ.setdefault("CLOUDSDK_CORE_DISABLE_PROMPTS", "1")  # a missing component fails, never waits on a prompt
-    emulator = PubSubEmulator(free_port(), project="local-project")
-    emulator.log_path = log_dir / "pubsub-emulator.log"  # with the run's other logs
+    emulator = PubSubEmulator(free_port(), project="local-project", log_dir=log_dir)  # with the run's other logs
     started.append(emulator)
     try:
         emulator.start()

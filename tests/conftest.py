@@ -43,6 +43,18 @@ def private_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def no_shared_queue_file() -> Iterator[None]:
+    """No test may use the working directory's local event queue (`.precall/`) or `make run`'s live-mode
+    one (`.dev/`): a developer's pending deletions live there, and tests would share them."""
+    shared = [ROOT / directory / name for directory in (".precall", ".dev")
+              for name in ("voice-events.sqlite3", "voice-events.sqlite3-wal")]
+    before = {path: path.stat().st_mtime_ns if path.exists() else None for path in shared}
+    yield
+    touched = [str(p) for p in shared if (p.stat().st_mtime_ns if p.exists() else None) != before[p]]
+    assert not touched, f"a test wrote to a shared local event queue: {touched}"
+
+
+@pytest.fixture(scope="session", autouse=True)
 def quiet_background_logs() -> Iterator[None]:
     """In-process service logs go to `sys.stdout` as it is when they are written. A background thread
     (event queue, prefetch) finishing after its test would write between pytest's progress dots:
@@ -108,17 +120,20 @@ def audio_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def service_env(fake: FakeElevenLabs, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Environment for the service pointed at the local ElevenLabs server; tests may add to it."""
+def service_env(fake: FakeElevenLabs, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    """Environment for the service pointed at the local ElevenLabs server; tests may add to it. Each
+    test has its own local event queue file: no test sees another's events."""
     env = {
         "ELEVENLABS_API_KEY": API_KEY,
         "ELEVENLABS_WEBHOOK_SECRET": SECRET,
         "ELEVENLABS_BASE_URL": fake.url,
         "REQUEST_DEADLINE_SECONDS": "20",
+        "LOCAL_QUEUE_PATH": str(tmp_path / "voice-events.sqlite3"),
     }
     for name in list(os.environ):
         if name.startswith(("ELEVENLABS_", "VOICE_", "FIRST_MESSAGE_", "AGENT_UPDATE", "MAX_SAMPLE", "MIN_SAMPLE",
-                            "CLONE_SAMPLE", "WEBHOOK_TOLERANCE", "REQUEST_DEADLINE", "DEBUG_SAMPLE", "FUNCTION_TARGET")):
+                            "CLONE_SAMPLE", "WEBHOOK_TOLERANCE", "REQUEST_DEADLINE", "DEBUG_SAMPLE", "FUNCTION_TARGET",
+                            "LOCAL_QUEUE")):
             monkeypatch.delenv(name, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -186,7 +201,7 @@ def post_signed(client: Any, path: str, body: bytes, content_type: str = "applic
 
 
 @pytest.fixture(scope="session")
-def pubsub_emulator() -> Iterator[Any]:
+def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The real emulator, once per session. Skips where it cannot run, unless
     REQUIRE_PUBSUB_EMULATOR=1 (set by .ci/run), where a missing emulator is a failure."""
     from sandbox.processes import free_port
@@ -197,7 +212,7 @@ def pubsub_emulator() -> Iterator[Any]:
         if os.environ.get("REQUIRE_PUBSUB_EMULATOR") == "1":
             pytest.fail(f"REQUIRE_PUBSUB_EMULATOR=1 but the Pub/Sub emulator cannot run: {reason}")
         pytest.skip(f"Pub/Sub emulator unavailable: {reason}")
-    emulator = PubSubEmulator(free_port()).start()
+    emulator = PubSubEmulator(free_port(), log_dir=tmp_path_factory.mktemp("pubsub-emulator")).start()
     previous = os.environ.get("PUBSUB_EMULATOR_HOST")
     os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
     yield emulator

@@ -443,3 +443,12 @@ def test_a_sweep_that_cannot_read_the_webhook_still_sweeps(ready, env, cleanup_r
     assert stale not in ready.voices
     [unknown] = [r for r in cleanup_records if r.fields["event_type"] == "postcall_webhook_unknown"]
     assert unknown.levelno == logging.WARNING and "workspace_read" in unknown.fields["reason"]
+
+
+def test_a_sweep_that_cannot_read_the_webhooks_still_reports_that_none_is_selected(ready, env, cleanup_records):
+    ready.missing_permissions = {"workspace_read"}
+    ready.convai_settings["webhooks"]["post_call_webhook_id"] = None
+    sweep(env)
+    [alert] = [r for r in cleanup_records if r.fields["event_type"] == "postcall_webhook_unhealthy"]
+    assert alert.levelno == logging.ERROR and "no post-call webhook is selected" in alert.fields["problems"][0]
+    assert not [r for r in cleanup_records if r.fields["event_type"] == "postcall_webhook_unknown"]

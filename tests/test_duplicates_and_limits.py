@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.conftest import BOTH_MODES, in_parallel, json_body, post_signed, seed_clone
+from tests.conftest import AGENT_ID, BOTH_MODES, in_parallel, json_body, post_signed, seed_clone, wait_until
 
 pytestmark = pytest.mark.parametrize("fake_mode", BOTH_MODES)
 
@@ -116,6 +117,40 @@ def test_a_first_seen_webhook_clones_without_waiting_for_the_duplicate_look_up(c
     fake.inject("GET", "/v2/voices", delay=1.0, status=200, body={"voices": [], "has_more": False, "next_page_token": None})
     response = post_signed(client, "/webhook", json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="conv_fast"))
     assert response.status_code == 200
-    [search] = fake.requests_to("GET", "/v2/voices")
+    search = fake.requests_to("GET", "/v2/voices")[0]  # the look-up beside the clone (a second one follows it)
     [add] = fake.requests_to("POST", "/v1/voices/add")
     assert add.received_at < search.received_at + 0.5  # the clone was on its way while the look-up stalled
+
+
+@pytest.mark.parametrize("apart", [0.0, 0.25], ids=["same-moment", "250ms-apart"])
+def test_one_webhook_at_two_instances_leaves_one_clone_named_by_both_answers_and_the_agent(make_client, fake,
+                                                                                          audio_files, apart):
+    """Each instance's own look-up runs before the other's clone exists (cloning takes 1 s here, seconds
+    in reality; listing voices 0.3 s): after its add each looks again, and the newer clone yields to the
+    older at once."""
+    fake.endpoint_latency = {("POST", "/v1/voices/add"): 1.0, ("GET", "/v2/voices"): 0.3}
+    body = json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="conv_twins")
+    instances = [make_client(), make_client()]
+    answers: dict[int, dict] = {}
+
+    def call(index: int) -> None:
+        time.sleep(apart * index)
+        answers[index] = post_signed(instances[index], "/webhook", body).get_json()
+
+    in_parallel(call, range(2))
+    assert len(fake.requests_to("POST", "/v1/voices/add")) == 2  # both did clone
+    left = [v["voice_id"] for v in fake.cloned_voices() if v["name"].endswith("_twins")]
+    assert len(left) == 1, left
+    assert answers[0]["voice_id"] == answers[1]["voice_id"] == left[0]
+    assert fake.agents[AGENT_ID]["conversation_config"]["tts"]["voice_id"] == left[0]
+
+
+def test_a_reused_clone_whose_maker_died_before_publishing_is_still_deleted_after_the_call(client, fake, audio_files):
+    """Found by the soak: an instance killed right after its clone was made never published voice.created;
+    the sender's retry reused that clone, and with no post-call webhook it waited for the TTL."""
+    earlier = seed_clone(fake, "conv_orphan", datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=30))
+    fake.set_conversation("conv_orphan", "done")  # the call is over; its post-call webhook never comes
+    answer = post_signed(client, "/webhook", json_body(audio_files["wav_pcm16"].read_bytes(),
+                                                       conversation_id="conv_orphan")).get_json()
+    assert answer["voice_id"] == earlier
+    assert wait_until(lambda: earlier not in fake.voices, timeout=20)

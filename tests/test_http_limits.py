@@ -61,6 +61,7 @@ def test_a_declared_200_mib_body_is_refused_413_without_being_read(server):
     elapsed = time.monotonic() - started
     sock.close()
     assert status_of(response) == 413 and b'"SAMPLE_TOO_LARGE"' in response, response[:300]
+    assert b"(MAX_SAMPLE_BYTES=100000, base64-encoded, plus 64 KiB)" in response  # the setting to raise
     assert elapsed < 2, elapsed  # answered before the body, which never comes
     assert tree_rss_bytes(server.process.pid) - before < 20 * 2**20
 
@@ -76,7 +77,7 @@ def test_a_chunked_body_is_refused_once_it_passes_the_limit(server):
         pass  # the server stopped listening once it had seen enough
     response = read_response(sock)
     sock.close()
-    assert status_of(response) == 413, response[:300]
+    assert status_of(response) == 413 and b"MAX_SAMPLE_BYTES=100000" in response, response[:300]
 
 
 def test_stalled_clients_do_not_keep_healthz_waiting_and_are_cut_off(server):

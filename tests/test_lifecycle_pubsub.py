@@ -194,3 +194,21 @@ def test_failed_publish_is_logged_and_never_fails_the_call(pubsub_emulator, fake
         assert wait_until(lambda: '"event_type": "voice_event_publish_failed"' in server.logs())
     finally:
         server.stop()
+
+
+def test_with_pubsub_stalled_the_answer_does_not_wait_for_the_publish_which_lands_once_it_recovers(
+        lifecycle, pubsub_emulator, fake, audio_files):
+    """A hanging Pub/Sub (its server stopped, connections open) held every answer ~6 s and lost the event;
+    now the answer goes after about a second and the publish finishes behind it."""
+    lifecycle.precall(audio_files["wav_pcm16"].read_bytes(), "conv_before_stall")  # the channel is up
+    pubsub_emulator.pause()
+    try:
+        answer = lifecycle.precall(audio_files["wav_pcm16"].read_bytes(), "conv_stall")
+    finally:
+        pubsub_emulator.resume()
+    assert answer["voice_id"] in fake.voices
+    assert '"event_type": "voice_event_publish_pending"' in lifecycle.webhook.logs()
+    # voice.created did reach cleanup: it asked ElevenLabs whether that call is over.
+    assert wait_until(lambda: fake.requests_to("GET", "/v1/convai/conversations/conv_stall"), timeout=30)
+    assert '"event_type": "voice_event_publish_failed"' not in lifecycle.webhook.logs()
+    assert pubsub_emulator.log_path.parent.name.startswith("pubsub-emulator") and pubsub_emulator.log_path.exists()

@@ -153,7 +153,8 @@ def test_sandbox_round_trip_as_the_banner_prints_it_then_everything_stops(use_em
 def test_live_mode_talks_to_the_api_given_with_the_users_key_and_settings(fake, tmp_path):
     """The local ElevenLabs server poses as the real API: a base URL and key, exported as a user would."""
     stack = Stack("--no-emulator", log_dir=tmp_path / "run", env=clean_env(
-        ELEVENLABS_API_KEY=API_KEY, ELEVENLABS_BASE_URL=fake.url, ELEVENLABS_AGENT_ID=AGENT_ID, AGENT_UPDATE_MODE="override"))
+        ELEVENLABS_API_KEY=API_KEY, ELEVENLABS_BASE_URL=fake.url, ELEVENLABS_AGENT_ID=AGENT_ID, AGENT_UPDATE_MODE="override",
+        LOCAL_QUEUE_PATH=str(tmp_path / "voice-events.sqlite3")))  # not the developer's own .dev/ queue
     try:
         output = stack.wait_ready()
         assert f"live mode: ElevenLabs at {fake.url}" in output and "sandbox" not in output
@@ -205,5 +206,12 @@ def test_a_taken_port_is_refused_before_anything_starts(tmp_path):
 def test_make_run_takes_its_ports_from_make_variables():
     dry = subprocess.run(["make", "-n", "run", "PORT=9123", "CLEANUP_PORT=9124"], cwd=ROOT, capture_output=True,
                          text=True, timeout=30)
+    assert dry.returncode == 0, dry.stderr
+    assert "scripts/dev.py --port 9123 --cleanup-port 9124" in dry.stdout
+
+
+def test_make_run_with_another_port_moves_the_cleanup_port_along():
+    """`make run PORT=8090` next to a running stack must not collide on the default cleanup port."""
+    dry = subprocess.run(["make", "-n", "run", "PORT=9123"], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert dry.returncode == 0, dry.stderr
     assert "scripts/dev.py --port 9123 --cleanup-port 9124" in dry.stdout

@@ -73,8 +73,8 @@ def test_missing_required_setting_stops_start_up_with_one_line_naming_it(target)
     assert result.stderr.strip() == "configuration error: ELEVENLABS_API_KEY: is required"
 
 
-def test_cleanup_target_does_not_need_the_webhook_secret_but_precall_does():
-    base = {"PATH": "/usr/bin:/bin", "ELEVENLABS_API_KEY": "k"}
+def test_cleanup_target_does_not_need_the_webhook_secret_but_precall_does(tmp_path):
+    base = {"PATH": "/usr/bin:/bin", "ELEVENLABS_API_KEY": "k", "LOCAL_QUEUE_PATH": str(tmp_path / "queue.sqlite3")}
     ok = subprocess.run([sys.executable, "-c", "import main"], cwd=ROOT, env=dict(base, FUNCTION_TARGET="cleanup_voices"),
                         capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr

@@ -27,8 +27,11 @@ ENVIRONMENT_VARIABLES = (
     "REQUEST_DEADLINE_SECONDS", "VOICE_EVENTS_TOPIC", "VOICE_CLONE_AUTO_DELETE", "VOICE_CLONE_TTL_SECONDS",
     "DEBUG_SAMPLE_DIR", "LOG_LEVEL", "PUBSUB_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT",
     "INIT_WEBHOOK_SECRET", "INIT_WEBHOOK_HEADER", "INIT_DYNAMIC_VARIABLES", "PREPARED_CLONE_MAX_AGE_SECONDS",
+    "LOCAL_QUEUE_PATH",
 )
 DEFAULT_INIT_WEBHOOK_HEADER = "X-Precall-Secret"
+# Relative to the working directory; `:memory:` keeps the queue in the process (lost on restart).
+DEFAULT_LOCAL_QUEUE_PATH = ".precall/voice-events.sqlite3"
 
 
 class ConfigError(ValueError):
@@ -64,6 +67,7 @@ class Settings:
     init_webhook_header: str = DEFAULT_INIT_WEBHOOK_HEADER
     init_dynamic_variables: tuple[tuple[str, str], ...] = ()
     prepared_clone_max_age_seconds: int = 900
+    local_queue_path: str = DEFAULT_LOCAL_QUEUE_PATH
 
     @property
     def max_body_bytes(self) -> int:
@@ -138,6 +142,7 @@ def load_settings(
         init_webhook_header=_header_name(env),
         init_dynamic_variables=_dynamic_variables(env),
         prepared_clone_max_age_seconds=_int(env, "PREPARED_CLONE_MAX_AGE_SECONDS", 900, minimum=1),
+        local_queue_path=_optional(env, "LOCAL_QUEUE_PATH") or DEFAULT_LOCAL_QUEUE_PATH,
     )
 
 

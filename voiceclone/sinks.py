@@ -1,4 +1,4 @@
-"""Where lifecycle events go: a Pub/Sub topic, or an in-process queue on a single machine.
+"""Where lifecycle events go: a Pub/Sub topic, or a durable local queue on a single machine.
 
 `publish` never raises: a lost event must not fail a call. It is logged as
 `voice_event_publish_failed` and the TTL sweep finds the clone later.
@@ -6,14 +6,15 @@
 
 from __future__ import annotations
 
-import heapq
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from . import events
+from .local_queue import Delivery, QueueStore
 from .logs import get_logger, log_event
 
 _log = get_logger("events")
@@ -90,81 +91,128 @@ class PubSubPublisher:
 
 
 class LocalEventQueue:
-    """Single-machine stand-in for Pub/Sub: a background thread feeds events to `handler`.
-
-    Like a push subscription, a handler exception means "redeliver later": the event is retried
-    with exponential backoff (`min_backoff` to `max_backoff`) up to `max_attempts` times, then
-    dropped with an error log (the dead-letter equivalent). Events live in memory only.
+    """Single-machine stand-in for Pub/Sub: events in a durable SQLite queue (`voiceclone.local_queue`),
+    fed to `handler` (the cleanup function's `handle_data`) by a consumer thread in every process that
+    serves. Like a push subscription, a handler exception means "redeliver later": the event is due
+    again after an exponential backoff (`min_backoff` to `max_backoff`), and after `max_attempts`
+    deliveries it moves to the dead-letter table (`python -m cleanup redrive` puts it back).
     """
 
     kind = "local"
 
     def __init__(
         self,
-        handler: Callable[[dict[str, Any]], None],
+        store: QueueStore,
+        handler: Callable[[bytes], None],
+        clock: Callable[[], float] = time.time,
         min_backoff: float = 10.0,
         max_backoff: float = 600.0,
         max_attempts: int = 100,
+        poll_seconds: float = 1.0,
+        orphan_check_seconds: float = 5.0,
     ) -> None:
+        self.store = store
         self._handler = handler
+        self._clock = clock
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
         self._max_attempts = max_attempts
-        self._pending: list[tuple[float, int, int, dict[str, Any]]] = []
-        self._sequence = 0
-        self._condition = threading.Condition()
+        self._poll = poll_seconds
+        self._orphan_check = orphan_check_seconds
+        self._wake = threading.Event()
+        self._closed = threading.Event()
         self._worker: threading.Thread | None = None
-        self._closed = False
+        self._worker_pid = 0
+        self._start_lock = threading.Lock()
 
     def publish(self, event: dict[str, Any]) -> bool:
-        self._schedule(event, attempt=1, delay=0.0)
+        try:
+            data, _ = events.encode(event)
+            self.store.add(data, event.get("event_type"), event.get("conversation_id"))
+        except Exception as exc:  # noqa: BLE001 - a full disk or a locked file is logged, never raised
+            _report_failure(event, exc)
+            return False
+        self._wake.set()
         return True
 
     def warm_up(self) -> None:
-        """Nothing to prepare: the worker thread starts with the first event."""
-
-    def _schedule(self, event: dict[str, Any], attempt: int, delay: float) -> None:
-        with self._condition:
-            if self._closed:
+        """Start this process's consumer (after gunicorn's fork: a thread of the parent would not
+        serve the worker); it first takes back what a killed process held, then works off what is due."""
+        with self._start_lock:
+            if self._closed.is_set() or (self._worker_pid == os.getpid() and self._worker is not None):
                 return
-            self._sequence += 1
-            heapq.heappush(self._pending, (time.monotonic() + delay, self._sequence, attempt, event))
-            # Started lazily: a thread started before gunicorn forks its worker would not survive.
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(target=self._run, name="local-event-queue", daemon=True)
-                self._worker.start()
-            self._condition.notify()
+            self._worker_pid = os.getpid()
+            self._worker = threading.Thread(target=self._run, name="local-event-queue", daemon=True)
+            self._worker.start()
+
+    def delay_after(self, attempt: int) -> float:
+        """Backoff before delivery `attempt + 1`, doubling from `min_backoff` up to `max_backoff`."""
+        return min(self._max_backoff, self._min_backoff * 2 ** (attempt - 1))
+
+    def deliver_one(self) -> bool:
+        """Claim the event due first and hand it to the handler; False if none was due."""
+        delivery = self.store.claim()
+        if delivery is None:
+            return False
+        try:
+            self._handler(delivery.data)
+        except Exception as exc:  # noqa: BLE001 - the handler asked for redelivery
+            self._failed(delivery, exc)
+        else:
+            self.store.ack(delivery)
+        return True
+
+    def _failed(self, delivery: Delivery, error: Exception) -> None:
+        reason = f"{type(error).__name__}: {error}"[:500]
+        event_type, conversation_id = _peek(delivery.data)
+        if delivery.attempt >= self._max_attempts:
+            self.store.dead_letter(delivery, reason)
+            log_event(_log, logging.ERROR, "Lifecycle event dead-lettered after too many deliveries",
+                      "voice_event_dead_lettered", lifecycle_event=event_type, conversation_id=conversation_id,
+                      attempts=delivery.attempt, error_type=type(error).__name__)
+            return
+        delay = self.delay_after(delivery.attempt)
+        self.store.retry(delivery, delay, reason)
+        log_event(_log, logging.INFO, "Lifecycle event will be redelivered", "voice_event_redelivery",
+                  lifecycle_event=event_type, conversation_id=conversation_id, attempt=delivery.attempt,
+                  delay_seconds=delay, error_type=type(error).__name__)
 
     def _run(self) -> None:
-        while True:
-            with self._condition:
-                while not self._closed and (not self._pending or self._pending[0][0] > time.monotonic()):
-                    timeout = self._pending[0][0] - time.monotonic() if self._pending else None
-                    self._condition.wait(timeout)
-                if self._closed:
-                    return
-                _, _, attempt, event = heapq.heappop(self._pending)
+        next_orphan_check = 0.0
+        while not self._closed.is_set():
+            self._wake.clear()
             try:
-                self._handler(event)
-            except Exception as exc:  # noqa: BLE001 - the handler asked for redelivery
-                if attempt >= self._max_attempts:
-                    log_event(_log, logging.ERROR, "Dropping a lifecycle event after too many attempts",
-                              "voice_event_dropped", lifecycle_event=event.get("event_type"),
-                              conversation_id=event.get("conversation_id"), attempts=attempt)
+                if time.monotonic() >= next_orphan_check:
+                    released = self.store.release_orphans()
+                    if released:
+                        log_event(_log, logging.WARNING, "Events held by a process that is gone are due again",
+                                  "voice_event_lease_released", events=released)
+                    next_orphan_check = time.monotonic() + self._orphan_check
+                if self.deliver_one():
                     continue
-                delay = min(self._max_backoff, self._min_backoff * 2 ** (attempt - 1))
-                log_event(_log, logging.INFO, "Lifecycle event will be redelivered", "voice_event_redelivery",
-                          lifecycle_event=event.get("event_type"), conversation_id=event.get("conversation_id"),
-                          attempt=attempt, delay_seconds=delay, error_type=type(exc).__name__)
-                self._schedule(event, attempt + 1, delay)
+                due = self.store.next_due()
+            except Exception as exc:  # noqa: BLE001 - a locked or vanished file: log, wait, try again
+                log_event(_log, logging.ERROR, "The local event queue could not be read", "voice_event_queue_error",
+                          error_type=type(exc).__name__, reason=str(exc)[:200])
+                due = None
+            wait = self._poll if due is None else max(0.0, min(self._poll, due - self._clock()))
+            self._wake.wait(wait)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Stop the worker once the event in hand is done; pending ones are dropped (the TTL
-        sweep is the backstop)."""
-        with self._condition:
-            self._closed = True
-            self._pending.clear()
-            self._condition.notify_all()
+        """Stop the consumer once the event in hand is done; what is pending stays in the file."""
+        with self._start_lock:
+            self._closed.set()
+            self._wake.set()
             worker = self._worker
-        if worker is not None and worker is not threading.current_thread():
+        if worker is not None and worker is not threading.current_thread() and self._worker_pid == os.getpid():
             worker.join(timeout)
+        self.store.close()
+
+
+def _peek(data: bytes) -> tuple[str | None, str | None]:
+    """Event type and conversation of a stored event, for log lines (None for a malformed one)."""
+    try:
+        event = events.decode(data)
+    except events.MalformedEvent:
+        return None, None
+    return event.get("event_type"), event.get("conversation_id")
