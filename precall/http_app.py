@@ -1,4 +1,4 @@
-"""HTTP routing for the `precall_webhook` target: `/webhook`, `/conversation-init`, `/post-call`, `/healthz`.
+"""HTTP routing for the `precall_webhook` target: `/webhook`, `/conversation-init`, `/post-call`, `/healthz`, `/twilio/*`.
 
 Order of checks on a webhook: body size (before reading it whole), signature over the raw
 bytes, parsing, audio validation, then the ElevenLabs calls. Every failure becomes the JSON
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 import flask
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
@@ -51,6 +51,17 @@ _ROUTES = {"/webhook": ("POST",), "/conversation-init": ("POST",), "/post-call":
 _log = get_logger("http")
 
 
+class Telephony(Protocol):
+    """The `/twilio/*` routes (telephony/app.py), built in `wiring.py` when TWILIO_ACCOUNT_SID is set."""
+
+    routes: tuple[str, ...]
+    max_form_bytes: int
+
+    def warm_up(self) -> None: ...
+
+    def __call__(self, request: flask.Request, path: str, body: bytes | bytearray) -> flask.Response: ...
+
+
 class WebhookApp:
     def __init__(
         self,
@@ -59,6 +70,7 @@ class WebhookApp:
         sink: EventSink,
         conversation_init: ConversationInit,
         overrides: AgentOverrides,
+        telephony: Telephony | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
@@ -66,6 +78,7 @@ class WebhookApp:
         self._sink = sink
         self._conversation_init = conversation_init
         self._overrides = overrides
+        self._telephony = telephony
         self._wall_clock = wall_clock
         self._warm_pid: int | None = None
         self._warm = threading.Event()
@@ -83,6 +96,8 @@ class WebhookApp:
             threading.Thread(target=self._warm_up_sink, name="warm-up", daemon=True).start()
             if self._settings.default_agent_id:
                 self._overrides.prefetch(self._settings.default_agent_id)
+            if self._telephony is not None:
+                self._telephony.warm_up()
 
     def prepare_worker(self) -> None:
         """`warm_up`, plus the pre-call's side threads started ahead of a burst: for the process a
@@ -102,6 +117,8 @@ class WebhookApp:
         path = request.path.rstrip("/") or "/"
         conversation: dict[str, str | None] = {"id": None}
         try:
+            if self._telephony is not None and path.startswith("/twilio/"):
+                return self._twilio(request, path)
             allowed = _ROUTES.get(path)
             if allowed is None:
                 raise RouteNotFound(f"No route for {path}")
@@ -175,6 +192,17 @@ class WebhookApp:
             # Only a failed parse needs the best-effort id (a regex over the body): not the hot path.
             conversation["id"] = peek_conversation_id(body, content_type)
             raise
+
+    def _twilio(self, request: flask.Request, path: str) -> flask.Response:
+        """The telephony front (docs/telephony.md): POST only, its form read like any body here."""
+        assert self._telephony is not None
+        if path not in self._telephony.routes:
+            raise RouteNotFound(f"No route for {path}")
+        if request.method != "POST":
+            response = self._error(MethodNotAllowed(f"{request.method} is not allowed on {path}"), path, None)
+            response.headers["Allow"] = "POST"
+            return response
+        return self._telephony(request, path, _read_body(request, self._telephony.max_form_bytes))
 
     def _init(self, request: flask.Request) -> flask.Response:
         body = _read_body(request, MAX_INIT_BODY_BYTES)
