@@ -99,3 +99,13 @@ def start_service(fake: FakeElevenLabs, twilio: FakeTwilio, tmp_path: Path) -> I
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_service(fake_server: FakeElevenLabs, twilio_server: FakeTwilio) -> Iterator[FunctionServer]:
+    """One instance for the tests of a module that keep the default settings and agent (its override
+    cache lives for minutes, so a test that changes the agent's switches starts its own)."""
+    telephony_agent(fake_server)  # read (and cached) by the instance as it starts
+    server = FunctionServer("precall_webhook", service_env(fake_server, twilio_server)).start()
+    yield server
+    server.stop()
