@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from sandbox.elevenlabs_server import FakeElevenLabs
 from sandbox.twilio_server import Caller, FakeTwilio
 from tests.conftest import AGENT_ID, wait_until
 from tests.telephony_stack import (  # noqa: F401 - fixtures
+    PUBLIC_BASE_URL,
     SAMPLE,
     dial,
     log_lines,
@@ -16,6 +19,8 @@ from tests.telephony_stack import (  # noqa: F401 - fixtures
     twilio_server,
     wait_for_log,
 )
+
+HOLD_SECONDS = 5  # telephony_stack.service_env
 
 
 def test_the_whole_call_connects_the_caller_in_their_own_voice_and_leaves_nothing_behind(
@@ -60,3 +65,26 @@ def test_a_caller_who_refuses_consent_is_not_recorded_and_hears_the_agents_own_v
         assert call.first("connected").detail["voice_id"] == fake.agents[AGENT_ID]["conversation_config"]["tts"]["voice_id"]
     assert not twilio.recordings and not fake.requests_to("POST", "/v1/voices/add")
     assert wait_until(lambda: [line["given"] for line in log_lines(service, "twilio_consent")] == [False, False])
+
+
+def test_two_instances_recording_callback_on_one_hold_redirect_on_the_other_make_one_clone_and_one_connection(
+        fake: FakeElevenLabs, twilio: FakeTwilio, start_service):
+    telephony_agent(fake)
+    recorder, holder = start_service(), start_service()
+
+    def route(url: str) -> str:
+        instance = recorder if urlsplit(url).path == "/twilio/recording" else holder
+        return instance.url + url[len(PUBLIC_BASE_URL):]
+
+    in_time = dial(twilio, route)
+    [clone] = fake.cloned_voices()
+    assert in_time.kinds().count("connected") == 1 and "updated" in in_time.kinds()
+    assert in_time.first("connected").detail["voice_id"] == clone["voice_id"]
+    assert wait_for_log(recorder, "twilio_call_connected") and not log_lines(holder, "twilio_call_connected")
+
+    fake.inject("POST", "/v1/voices/add", delay=HOLD_SECONDS + 1)  # the clone comes after the hold ran out
+    too_late = dial(twilio, route)
+    assert too_late.kinds().count("connected") == 1 and "updated" not in too_late.kinds(), too_late.kinds()
+    clones = wait_until(lambda: [v for v in fake.cloned_voices() if too_late.sid in v["name"]], timeout=HOLD_SECONDS + 5)
+    assert len(clones) == 1
+    assert len(wait_for_log(holder, "twilio_call_connected")) == 1
