@@ -433,6 +433,10 @@ class FakeElevenLabs:
         path, method = request.path, request.method
         if path == "/v1/convai/conversation/twilio" and method == "GET":  # Twilio's media stream: no API key
             return self._stream_connected((request.query.get("registration") or [""])[0])
+        match = re.fullmatch(r"/_sandbox/voices/([^/]+)", path)  # sandbox only: does a voice still exist
+        if match and method == "GET":
+            with self.lock:
+                return 200, {"exists": match.group(1) in self.voices}
         if self.api_key is not None and request.headers.get("xi-api-key") != self.api_key:
             return 401, self.error("invalid_api_key", "Invalid API key")
         lacked = self._lacked_permission(method, path)

@@ -1,7 +1,8 @@
 """The whole pipeline on this machine, in one command (`make run`).
 
 Starts, on loopback: the local ElevenLabs API in sandbox mode when ELEVENLABS_API_KEY is unset
-(the real API, or ELEVENLABS_BASE_URL, with your key otherwise), the Pub/Sub emulator with topic,
+(the real API, or ELEVENLABS_BASE_URL, with your key otherwise), the local Twilio (API and phone)
+unless TWILIO_ACCOUNT_SID is yours, the Pub/Sub emulator with topic,
 dead-letter topic and push subscription when gcloud is installed (else the in-process event queue),
 `cleanup_voices` and `precall_webhook` under functions-framework with your settings. Prints the
 round trip to try, then one short line per service event; the JSON logs are kept per run.
@@ -29,6 +30,7 @@ from sandbox.elevenlabs_server import FakeElevenLabs  # noqa: E402
 from sandbox.event_lines import describe  # noqa: E402
 from sandbox.processes import FunctionServer, StartupError, failure_line, free_port, port_is_free  # noqa: E402
 from sandbox.pubsub_emulator import PubSubEmulator, create_topology, emulator_available  # noqa: E402
+from sandbox.twilio_server import FakeTwilio  # noqa: E402
 from voiceclone.config import DEFAULT_BASE_URL, ENVIRONMENT_VARIABLES  # noqa: E402
 
 LOCAL_WEBHOOK_SECRET = "local-dev-webhook-secret"
@@ -71,6 +73,7 @@ def main() -> int:
         log_dir = args.log_dir or new_run_dir(ROOT / ".dev" / "runs")
         log_dir.mkdir(parents=True, exist_ok=True)
         env, fake_url = service_env(os.environ, started, console, f"http://127.0.0.1:{args.port}")
+        twilio_url = local_twilio(env, started, f"http://127.0.0.1:{args.port}")
         cleanup = FunctionServer("cleanup_voices", env, signature_type="cloudevent", port=args.cleanup_port,
                                  log_dir=log_dir, on_line=console.events_of("cleanup"))
         started.append(cleanup)
@@ -87,7 +90,7 @@ def main() -> int:
                                  on_line=console.events_of("webhook"))
         started.append(webhook)
         webhook.start()
-        console.say(banner(webhook.url, cleanup.url, events_line, log_dir, env, fake_url))
+        console.say(banner(webhook.url, cleanup.url, events_line, log_dir, env, fake_url, twilio_url))
         console.show_events = True
         while True:
             for server in (webhook, cleanup):
@@ -154,8 +157,21 @@ def service_env(shell: Mapping[str, str], started: list[Any], console: Console,
     return env, fake.url
 
 
+def local_twilio(env: dict[str, str], started: list[Any], service_url: str) -> str | None:
+    """The local Twilio, the service's telephony front pointed at it, unless the user's own Twilio account
+    is configured or there is no agent for calls to reach (ELEVENLABS_AGENT_ID). Returns its URL."""
+    if "TWILIO_ACCOUNT_SID" in env or not env.get("ELEVENLABS_AGENT_ID"):
+        return None
+    twilio = FakeTwilio(media_delay=1.0)
+    started.append(twilio)
+    twilio.start()
+    twilio.service_url = service_url
+    env.update(TWILIO_ACCOUNT_SID=twilio.account_sid, TWILIO_AUTH_TOKEN=twilio.auth_token, TWILIO_API_BASE_URL=twilio.url)
+    return twilio.url
+
+
 def banner(webhook_url: str, cleanup_url: str, events_line: str, log_dir: Path, env: Mapping[str, str],
-           fake_url: str | None) -> str:
+           fake_url: str | None, twilio_url: str | None = None) -> str:
     """Where everything is, and the whole round trip to paste into another terminal: clone, see the
     clone in the account, end the call, see it deleted."""
     python = ".venv/bin/python"
@@ -172,10 +188,15 @@ def banner(webhook_url: str, cleanup_url: str, events_line: str, log_dir: Path, 
         yours += ["ELEVENLABS_API_KEY"] + (["ELEVENLABS_BASE_URL"] if "ELEVENLABS_BASE_URL" in env else [])
     if yours:
         exports += f"   # and your {', '.join(yours)}"
+    phone = ([f"  {python} -m precall dial {SAMPLE} --name Ivan --twilio-url {twilio_url}   "
+              "# 5. a phone call: consent, beep, hold, the agent in your voice; clone and recording deleted"]
+             if twilio_url else [])
     return "\n".join([
-        f"precall_webhook  {webhook_url}   /webhook  /conversation-init  /post-call  /healthz",
+        f"precall_webhook  {webhook_url}   /webhook  /conversation-init  /post-call  /healthz"
+        + ("  /twilio/*" if twilio_url else ""),
         f"cleanup_voices   {cleanup_url}/",
         f"events           {events_line}",
+        *([f"twilio (local)   {twilio_url}   REST API and phone; calls go to /twilio/voice"] if twilio_url else []),
         f"logs             {relative(log_dir)}/  (JSON lines as on Cloud Run; one short line per event below)",
         "",
         "Try the round trip from another terminal in this directory:",
@@ -184,6 +205,7 @@ def banner(webhook_url: str, cleanup_url: str, events_line: str, log_dir: Path, 
         f"  {account}{python} -m cleanup status   # 2. the clone in the account",
         f"  {python} -m precall post-call {conversation}   # 3. the call ends",
         f"  {account}{python} -m cleanup status   # 4. gone (voice_deleted shows below)",
+        *phone,
         f"Two-step: {python} -m precall send {SAMPLE} --call-sid CA123, then "
         f"{init_secret}{python} -m precall init --call-sid CA123",
         "READY (Ctrl-C stops everything)",
