@@ -35,7 +35,7 @@ import wave
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BytesIO
@@ -295,7 +295,8 @@ class SimulatedCall:
         callback = verb.get("recordingStatusCallback")
         callback_url = urljoin(self._document_url, callback) if callback else None
         events = (verb.get("recordingStatusCallbackEvent") or "completed").split()
-        started = datetime.now(timezone.utc)
+        seconds = wav_seconds(speech) if speech else 0.0
+        started = datetime.now(timezone.utc) - timedelta(seconds=seconds)  # the caller spoke until now
         if not speech:
             self._event("silence")
             if callback_url and "absent" in events:
@@ -303,7 +304,6 @@ class SimulatedCall:
                                                 "RecordingDuration": "0", "RecordingStartTime": format_datetime(started),
                                                 "RecordingChannels": "1", "RecordingSource": "RecordVerb"})
             return  # an empty recording skips the action: the next verb runs
-        seconds = wav_seconds(speech)
         recording = self.twilio.add_recording(self.sid, speech)
         self._event("spoke", seconds=round(seconds, 2), recording_sid=recording.sid)
         url = f"{self.twilio.public_api_url}{_API}/{self.twilio.account_sid}/Recordings/{recording.sid}"
@@ -312,7 +312,7 @@ class SimulatedCall:
         if callback_url and "completed" in events:
             self._post_async(callback_url, {**fields, "RecordingStatus": "completed"}, self.twilio.callback_delay)
         action = urljoin(self._document_url, verb.get("action") or self._document_url)
-        raise _Navigate(self._fetch(action, {**fields, "Digits": "hangup"}))
+        raise _Navigate(self._fetch(action, fields))
 
     def _connect(self, verb: ET.Element) -> None:
         stream = verb.find("Stream")
