@@ -57,8 +57,6 @@ class Telephony(Protocol):
     routes: tuple[str, ...]
     max_form_bytes: int
 
-    def warm_up(self) -> None: ...
-
     def __call__(self, request: flask.Request, path: str, body: bytes | bytearray) -> flask.Response: ...
 
 
@@ -96,8 +94,6 @@ class WebhookApp:
             threading.Thread(target=self._warm_up_sink, name="warm-up", daemon=True).start()
             if self._settings.default_agent_id:
                 self._overrides.prefetch(self._settings.default_agent_id)
-            if self._telephony is not None:
-                self._telephony.warm_up()
 
     def prepare_worker(self) -> None:
         """`warm_up`, plus the pre-call's side threads started ahead of a burst: for the process a

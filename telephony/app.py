@@ -46,9 +46,6 @@ class TwilioApp:
         self._prompts = prompts
         self._now = now
 
-    def warm_up(self) -> None:
-        self._connector.prefetch()
-
     def __call__(self, request: flask.Request, path: str, body: bytes | bytearray) -> flask.Response:
         params = forms.parse_params(body)
         url = signature.public_url(self._settings.public_base_url, request.headers, request.scheme, request.path,

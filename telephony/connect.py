@@ -44,9 +44,6 @@ class Connector:
         self._overrides = overrides
         self._init = conversation_init
 
-    def prefetch(self) -> None:
-        self._overrides.prefetch(self._agent_id)
-
     def prepared_clone(self, form: TwilioForm, deadline: Deadline) -> ClonedVoice | None:
         """A clone of this call made elsewhere (another instance's recording step): `/conversation-init`'s
         look-up, by the call's own id only. Not by caller: a repeat caller's clone of an earlier call may
