@@ -85,7 +85,7 @@ class TwilioApp:
             return _empty()
         if path == "/twilio/connect":
             clone = self._connector.prepared_clone(form, Deadline(LOOKUP_SECONDS))
-            return self._connect(form, clone, "hold")
+            return self._connect(form, clone, "redirect")
         return self._status(form)
 
     def _consent(self, form: forms.TwilioForm, base: str) -> flask.Response:

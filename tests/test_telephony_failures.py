@@ -166,3 +166,12 @@ def test_no_phone_number_reaches_a_log_line_or_an_elevenlabs_label(fake, twilio,
     text = f"{voice['name']} {voice['description']} {voice['labels']} {shared_service.logs()}"
     for number in ("87654321", "01112233"):
         assert number not in text
+
+
+def test_an_agent_not_on_ulaw_8000_is_refused_by_register_call_and_the_caller_hears_an_apology(fake, twilio, shared_service):
+    fake.add_agent(AGENT_ID, audio_format="pcm_16000", allow_first_message=True, allow_voice=True)
+    call = dial(twilio, shared_service, Caller(digits="2"))
+    said = [e.detail["text"] for e in call.events if e.kind == "say"]
+    assert said[-1].startswith("Sorry") and "connected" not in call.kinds()
+    assert wait_until(lambda: any(line.get("elevenlabs_code") == "invalid_audio_format"
+                                  for line in log_lines(shared_service, "twilio_fallback")))
