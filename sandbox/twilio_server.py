@@ -2,6 +2,7 @@
 
 REST, with Twilio's paths, form fields, HTTP Basic auth (account SID + auth token), status codes and
 error bodies (`{"code", "message", "more_info", "status"}`, https://www.twilio.com/docs/usage/twilios-response):
+- `GET /2010-04-01/Accounts/{Sid}/Calls/{CallSid}.json` (`from`, `to`, `caller_name`, `status`);
 - `POST /2010-04-01/Accounts/{Sid}/Calls/{CallSid}.json` updates a live call with `Twiml` or `Url` (mutually
   exclusive) or `Status=completed`; a call that has ended answers `400` code 21220 ("Call is not in-progress");
 - `GET .../Recordings/{RecordingSid}.wav`: the media, `404` (code 20404) for `media_delay` seconds after the
@@ -162,7 +163,8 @@ class SimulatedCall:
 
     def resource(self) -> dict[str, Any]:
         return {"sid": self.sid, "account_sid": self.twilio.account_sid, "status": self.status, "direction": "inbound",
-                "from": self.caller.from_number, "to": self.caller.to_number, "api_version": "2010-04-01",
+                "from": self.caller.from_number, "to": self.caller.to_number, "caller_name": self.caller.caller_name,
+                "api_version": "2010-04-01",
                 "uri": f"{_API}/{self.twilio.account_sid}/Calls/{self.sid}.json"}
 
     # -- running the call ------------------------------------------------------------------
@@ -232,8 +234,10 @@ class SimulatedCall:
             raise _Hangup()
         return answer.text
 
-    def _post_async(self, url: str, extra: dict[str, str], delay: float = 0.0) -> None:
-        params = self._params(extra)
+    def _post_async(self, url: str, extra: dict[str, str], delay: float = 0.0, call_params: bool = True) -> None:
+        """A callback. A recording status callback carries the recording's fields, `AccountSid` and `CallSid`
+        only: no `From`, `To` or `CallerName` (https://www.twilio.com/docs/voice/twiml/record)."""
+        params = self._params(extra) if call_params else {"AccountSid": self.twilio.account_sid, "CallSid": self.sid, **extra}
 
         def post() -> None:
             if delay:
@@ -302,7 +306,7 @@ class SimulatedCall:
             if callback_url and "absent" in events:
                 self._post_async(callback_url, {"RecordingStatus": "absent", "RecordingSid": _sid("RE"),
                                                 "RecordingDuration": "0", "RecordingStartTime": format_datetime(started),
-                                                "RecordingChannels": "1", "RecordingSource": "RecordVerb"})
+                                                "RecordingChannels": "1", "RecordingSource": "RecordVerb"}, call_params=False)
             return  # an empty recording skips the action: the next verb runs
         recording = self.twilio.add_recording(self.sid, speech)
         self._event("spoke", seconds=round(seconds, 2), recording_sid=recording.sid)
@@ -310,7 +314,8 @@ class SimulatedCall:
         fields = {"RecordingUrl": url, "RecordingSid": recording.sid, "RecordingDuration": str(round(seconds)),
                   "RecordingStartTime": format_datetime(started), "RecordingChannels": "1", "RecordingSource": "RecordVerb"}
         if callback_url and "completed" in events:
-            self._post_async(callback_url, {**fields, "RecordingStatus": "completed"}, self.twilio.callback_delay)
+            self._post_async(callback_url, {**fields, "RecordingStatus": "completed"}, self.twilio.callback_delay,
+                             call_params=False)
         action = urljoin(self._document_url, verb.get("action") or self._document_url)
         raise _Navigate(self._fetch(action, fields))
 
@@ -477,12 +482,14 @@ class FakeTwilio:
             return 404, twilio_error(404, 20404, f"The requested resource {path} was not found"), "json"
         rest = path[len(prefix):]
         match = re.fullmatch(r"/Calls/(CA[0-9a-f]{32})\.json", rest)
-        if match and method == "POST":
-            time.sleep(self.update_latency)
+        if match and method in ("GET", "POST"):
+            time.sleep(self.update_latency if method == "POST" else self.media_latency)
             with self.lock:
                 call = self.calls.get(match.group(1))
             if call is None:
                 return 404, twilio_error(404, 20404, f"The requested resource {path} was not found"), "json"
+            if method == "GET":
+                return 200, call.resource(), "json"
             status, body = call.update(form)
             return status, body, "json"
         match = re.fullmatch(r"/Recordings/(RE[0-9a-f]{32})(\.wav|\.json)?", rest)

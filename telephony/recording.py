@@ -10,6 +10,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import replace
 from datetime import datetime, timezone
 
 from precall.init_answer import ClonedVoice
@@ -22,9 +25,9 @@ from voiceclone.logs import get_logger, log_event
 
 from . import twiml
 from .connect import Connector
-from .forms import TwilioForm, media_url
+from .forms import TwilioForm, caller_name, media_url
 from .timing import recording_budget
-from .twilio_client import TwilioClient, TwilioError
+from .twilio_client import CallDetails, TwilioClient, TwilioError
 
 # The sample refusals that get the caller one more try (the retry prompt and a new recording): the
 # caller can fix them by speaking longer, louder or more clearly. The sample-quality gate's refusal
@@ -37,12 +40,15 @@ _log = get_logger("telephony")
 class RecordingStep:
     def __init__(self, settings: Settings, service: PrecallService, twilio: TwilioClient, connector: Connector,
                  prompts: twiml.Prompts, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        assert settings.default_agent_id is not None  # required with TWILIO_ACCOUNT_SID (voiceclone/config.py)
         self._settings = settings
+        self._agent_id = settings.default_agent_id
         self._service = service
         self._twilio = twilio
         self._connector = connector
         self._prompts = prompts
         self._now = now
+        self._pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="twilio-call")
 
     def handle(self, form: TwilioForm, attempt: int, base: str) -> None:
         arrived, started = self._now(), time.monotonic()
@@ -67,18 +73,21 @@ class RecordingStep:
 
     def _clone_and_connect(self, form: TwilioForm, attempt: int, base: str, url: str, deadline: Deadline,
                            arrived: datetime, started: float) -> None:
+        """The call's numbers and caller name (not in a recording callback) are fetched beside the media."""
         call_sid = form.call_sid
+        details = self._pool.submit(self._twilio.get_call, call_sid, deadline)
         try:
             fetched = time.monotonic()
             audio, not_found = self._twilio.fetch_recording(url, deadline)
         except (TwilioError, DeadlineExceeded) as error:
             _fallback(call_sid, "recording_unavailable", status=getattr(error, "status", None))
-            self._connect(form, None, deadline, arrived)
+            self._connect(self._with_call_details(form, details, deadline), None, deadline, arrived)
             return
         log_event(_log, logging.INFO, "Recording fetched", "twilio_recording_fetched", call_sid=call_sid,
                   recording_sid=form.recording_sid, bytes=len(audio), fetch_ms=round((time.monotonic() - fetched) * 1000),
                   not_found_retries=not_found, attempt=attempt)
-        request = PrecallRequest(call_sid, self._connector_agent(), VoiceSample(audio, "recording.wav", "audio/x-wav"),
+        form = self._with_call_details(form, details, deadline)
+        request = PrecallRequest(call_sid, self._agent_id, VoiceSample(audio, "recording.wav", "audio/x-wav"),
                                  CallerInfo(name=form.caller_name), call_sid, form.from_number or None)
         try:
             outcome = self._service.handle(request, started, deadline=deadline, patch_agent=False)
@@ -98,9 +107,13 @@ class RecordingStep:
             return
         self._connect(form, ClonedVoice(outcome.voice_id, call_sid, form.caller_name), deadline, arrived)
 
-    def _connector_agent(self) -> str:
-        assert self._settings.default_agent_id is not None
-        return self._settings.default_agent_id
+    def _with_call_details(self, form: TwilioForm, details: Future[CallDetails], deadline: Deadline) -> TwilioForm:
+        try:
+            call = details.result(timeout=max(0.0, deadline.remaining()))
+        except (TwilioError, DeadlineExceeded, FutureTimeout):
+            return form
+        return replace(form, from_number=call.from_number[:64], to_number=call.to_number[:64],
+                       caller_name=caller_name(call.caller_name))
 
     def _reprompt(self, form: TwilioForm, base: str, refused: ServiceError, deadline: Deadline) -> None:
         try:
@@ -117,6 +130,11 @@ class RecordingStep:
         with none left the call is not touched (the hold's redirect connects it)."""
         if deadline.remaining() <= 0:
             _fallback(form.call_sid, "out_of_time", step="connect")
+            return
+        if not form.from_number or not form.to_number:
+            # Without the call's numbers register-call cannot be asked: the hold's redirect (which carries
+            # them) connects the call, and finds a clone made here by the CallSid.
+            _fallback(form.call_sid, "call_details_unavailable", voice_id=clone.voice_id if clone else None)
             return
         connection = self._connector.connect(form, clone, deadline)
         try:

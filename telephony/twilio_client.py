@@ -17,6 +17,7 @@ import logging
 import random
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -30,6 +31,13 @@ MEDIA_NOT_FOUND_SECONDS = 5.0  # how long a new recording's 404 is waited out
 MEDIA_POLL_SECONDS = 0.2
 _log = get_logger("twilio")
 _IDS = re.compile(r"/(AC|CA|RE|PN)[0-9a-fA-F]{32}")
+
+
+@dataclass(frozen=True)
+class CallDetails:
+    from_number: str
+    to_number: str
+    caller_name: str | None
 
 
 class TwilioError(Exception):
@@ -67,6 +75,17 @@ class TwilioClient:
         (https://www.twilio.com/docs/voice/api/call-resource#update-a-call-resource)."""
         self._request("POST", f"{self._account}/Calls/{call_sid}.json", deadline, data={"Twiml": twiml},
                       retry_sent=False)
+
+    def get_call(self, call_sid: str, deadline: Deadline) -> CallDetails:
+        """`GET .../Calls/{CallSid}.json`: who calls whom. A recording status callback carries neither
+        number nor `CallerName`, and register-call needs both numbers
+        (https://www.twilio.com/docs/voice/api/call-resource#fetch-a-call-resource)."""
+        try:
+            body = self._request("GET", f"{self._account}/Calls/{call_sid}.json", deadline).json()
+        except ValueError:
+            raise TwilioError(200, None, "Twilio answered the call fetch with no JSON") from None
+        body = body if isinstance(body, dict) else {}
+        return CallDetails(*(str(body.get(k) or "") for k in ("from", "to")), body.get("caller_name") or None)
 
     def fetch_recording(self, media_url: str, deadline: Deadline) -> tuple[bytes, int]:
         """The recording's WAV and how many `404`s were waited out first: Twilio may announce a file

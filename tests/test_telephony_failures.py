@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sandbox.elevenlabs_server import FakeElevenLabs
-from sandbox.twilio_server import Caller, FakeTwilio, SimulatedCall
+from sandbox.twilio_server import Caller, SimulatedCall
 from tests.conftest import AGENT_ID, in_parallel, wait_until
 from tests.telephony_stack import (  # noqa: F401 - fixtures
     SAMPLE,
@@ -175,3 +175,15 @@ def test_an_agent_not_on_ulaw_8000_is_refused_by_register_call_and_the_caller_he
     assert said[-1].startswith("Sorry") and "connected" not in call.kinds()
     assert wait_until(lambda: any(line.get("elevenlabs_code") == "invalid_audio_format"
                                   for line in log_lines(shared_service, "twilio_fallback")))
+
+
+def test_without_the_calls_numbers_the_clone_is_made_and_the_holds_redirect_connects_it(fake, twilio, shared_service):
+    """A recording callback carries no phone numbers; when Twilio will not say them (call fetch refused),
+    register-call cannot be asked there, so the hold's redirect connects the call, finding the clone by CallSid."""
+    telephony_agent(fake)
+    twilio.inject("GET", r".*/Calls/CA[0-9a-f]{32}\.json", status=404, times=5)
+    call = dial(twilio, shared_service)
+    [clone] = fake.cloned_voices()
+    assert "updated" not in call.kinds()
+    assert connected_once(call)["voice_id"] == clone["voice_id"]
+    assert wait_until(lambda: "call_details_unavailable" in fallback_reasons(shared_service))

@@ -14,7 +14,6 @@ from tests.conftest import wait_until
 from tests.telephony_stack import (  # noqa: F401 - fixtures
     PUBLIC_BASE_URL,
     log_lines,
-    service_env,
     shared_service,
     start_service,
     telephony_agent,
