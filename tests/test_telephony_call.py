@@ -88,3 +88,17 @@ def test_two_instances_recording_callback_on_one_hold_redirect_on_the_other_make
     clones = wait_until(lambda: [v for v in fake.cloned_voices() if too_late.sid in v["name"]], timeout=HOLD_SECONDS + 5)
     assert len(clones) == 1
     assert len(wait_for_log(holder, "twilio_call_connected")) == 1
+
+
+def test_with_consent_off_the_caller_is_recorded_at_once_and_prompts_and_hold_audio_are_the_configured_ones(
+        fake: FakeElevenLabs, twilio: FakeTwilio, start_service):
+    telephony_agent(fake)
+    service = start_service(TWILIO_CONSENT="off", TWILIO_LANGUAGE="en-GB", TWILIO_PROMPT_RECORD="Speak after the beep.",
+                            TWILIO_PROMPT_HOLD="One moment.", TWILIO_HOLD_AUDIO_URL="https://cdn.example/hold.mp3")
+    call = dial(twilio, service, Caller(digits=None, speech=[SAMPLE]))
+    said = [(e.detail["text"], e.detail["language"]) for e in call.events if e.kind == "say"]
+    assert said == [("Speak after the beep.", "en-GB"), ("One moment.", "en-GB")]
+    assert call.first("play").detail["url"] == "https://cdn.example/hold.mp3"
+    [clone] = fake.cloned_voices()
+    assert call.first("connected").detail["voice_id"] == clone["voice_id"]
+    assert wait_for_log(service, "twilio_consent")[0]["mode"] == "off"
