@@ -64,7 +64,7 @@ def build_telephony(settings: Settings, client: ElevenLabsClient, sink: EventSin
                       settings.twilio_hold_seconds, settings.twilio_hold_audio_url)
     twilio = TwilioClient(settings.twilio_api_base_url, settings.twilio_account_sid, settings.twilio_auth_tokens[0])
     connector = Connector(settings, client, overrides, init)
-    return TwilioApp(settings, sink, connector, RecordingStep(settings, service, twilio, connector, prompts, now), prompts, now)
+    return TwilioApp(settings, sink, connector, RecordingStep(settings, service, twilio, connector, prompts, sink, now), prompts, now)
 
 
 def runtime_from_env(env: Mapping[str, str], target: str | None) -> Runtime:

@@ -92,6 +92,7 @@ class Caller:
     digits: str | None = "1"
     speech: list[bytes] = field(default_factory=list)
     talk_seconds: float = 0.0
+    hangs_up_on_hold: float | None = None  # seconds into the first pause after which the caller hangs up
 
 
 @dataclass
@@ -271,6 +272,11 @@ class SimulatedCall:
     def _pause(self, verb: ET.Element) -> None:
         length = float(verb.get("length", "1"))
         self._event("pause", seconds=length)
+        patience = self.caller.hangs_up_on_hold
+        if patience is not None and patience < length:
+            if self._updated.wait(patience * self.twilio.time_scale):
+                raise _Interrupted()
+            raise _Hangup()
         if self._updated.wait(length * self.twilio.time_scale):
             raise _Interrupted()
 

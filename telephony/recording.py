@@ -18,10 +18,12 @@ from datetime import datetime, timezone
 from precall.init_answer import ClonedVoice
 from precall.payload import CallerInfo, PrecallRequest, VoiceSample
 from precall.service import PrecallService
+from voiceclone import events
 from voiceclone.config import Settings
 from voiceclone.deadline import Deadline, DeadlineExceeded
 from voiceclone.errors import InvalidAudio, SampleTooShort, ServiceError, UpstreamTimeout
 from voiceclone.logs import get_logger, log_event
+from voiceclone.sinks import EventSink
 
 from . import twiml
 from .connect import Connector
@@ -34,12 +36,13 @@ from .twilio_client import CallDetails, TwilioClient, TwilioError
 # belongs here too. Any other refusal, or a second one, connects the call without a clone.
 REPROMPT_ERRORS: tuple[type[ServiceError], ...] = (SampleTooShort, InvalidAudio)
 DELETE_SECONDS = 5.0
+CALL_NOT_IN_PROGRESS = 21220  # Twilio's answer to updating a call that has ended
 _log = get_logger("telephony")
 
 
 class RecordingStep:
     def __init__(self, settings: Settings, service: PrecallService, twilio: TwilioClient, connector: Connector,
-                 prompts: twiml.Prompts, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 prompts: twiml.Prompts, sink: EventSink, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         assert settings.default_agent_id is not None  # required with TWILIO_ACCOUNT_SID (voiceclone/config.py)
         self._settings = settings
         self._agent_id = settings.default_agent_id
@@ -47,6 +50,7 @@ class RecordingStep:
         self._twilio = twilio
         self._connector = connector
         self._prompts = prompts
+        self._sink = sink
         self._now = now
         self._pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="twilio-call")
 
@@ -142,6 +146,9 @@ class RecordingStep:
         except (TwilioError, DeadlineExceeded) as error:
             _fallback(form.call_sid, "call_update_failed", status=getattr(error, "status", None),
                       twilio_code=getattr(error, "code", None))
+            if clone is not None and getattr(error, "code", None) == CALL_NOT_IN_PROGRESS:
+                # The caller hung up on hold: the call's `call.ended` may have come before this clone existed.
+                self._sink.publish(events.call_ended(form.call_sid, self._agent_id, self._now()))
             return
         if connection.registered:
             ended = form.recording_ended_at or arrived

@@ -187,3 +187,12 @@ def test_without_the_calls_numbers_the_clone_is_made_and_the_holds_redirect_conn
     assert "updated" not in call.kinds()
     assert connected_once(call)["voice_id"] == clone["voice_id"]
     assert wait_until(lambda: "call_details_unavailable" in fallback_reasons(shared_service))
+
+
+def test_a_caller_who_hangs_up_on_hold_before_the_clone_is_ready_leaves_no_clone(fake, twilio, shared_service):
+    telephony_agent(fake)
+    fake.inject("POST", "/v1/voices/add", delay=1.5)  # the clone is ready after the caller has gone
+    call = dial(twilio, shared_service, Caller(speech=[SAMPLE], hangs_up_on_hold=0.5))
+    assert "connected" not in call.kinds()
+    assert wait_until(lambda: fake.requests_to("POST", "/v1/voices/add") and fake.voice_add_edit_counter == 1
+                      and not fake.cloned_voices(), timeout=15)
