@@ -64,6 +64,10 @@ class RecordingStep:
         if form.recording_status != "completed":
             return
         deadline = Deadline(recording_budget(arrived, form.recording_ended_at, self._settings.twilio_hold_seconds))
+        if deadline.remaining() <= 0:
+            _fallback(call_sid, "out_of_time", step="arrival")  # the hold has (nearly) run out already
+            self._delete(form)
+            return
         url = media_url(form.recording_url, form.recording_sid, self._settings.twilio_api_base_url,
                         self._twilio.account_sid)
         if url is None:
