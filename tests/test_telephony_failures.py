@@ -196,3 +196,15 @@ def test_a_caller_who_hangs_up_on_hold_before_the_clone_is_ready_leaves_no_clone
     assert "connected" not in call.kinds()
     assert wait_until(lambda: fake.requests_to("POST", "/v1/voices/add") and fake.voice_add_edit_counter == 1
                       and not fake.cloned_voices(), timeout=15)
+
+
+def test_a_call_update_stalling_past_the_hold_is_never_applied_on_top_of_the_holds_connection(fake, twilio, shared_service):
+    telephony_agent(fake)
+    twilio.inject("POST", r".*/Calls/CA[0-9a-f]{32}\.json", status=503, delay=HOLD_SECONDS + 2)
+    call = dial(twilio, shared_service)
+    detail = connected_once(call)
+    [clone] = fake.cloned_voices()
+    assert detail["voice_id"] == clone["voice_id"]  # the hold's redirect found this call's clone
+    waited = call.first("connected").at - call.first("spoke").at
+    assert waited <= HOLD_SECONDS + 1, waited
+    assert wait_until(lambda: "call_update_failed" in fallback_reasons(shared_service))
