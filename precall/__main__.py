@@ -188,8 +188,15 @@ def cmd_dial(args: argparse.Namespace) -> int:
     if not sample.is_file():
         raise UsageError(f"{sample} is not a file")
     target = args.twilio_url.rstrip("/")
-    return dial(target, sample, caller_name=args.name or None, digits=args.press or None, service_url=args.url,
-                talk_seconds=args.talk_seconds, timeout=args.timeout)
+    try:
+        return dial(target, sample, caller_name=args.name or None, digits=args.press or None, service_url=args.url,
+                    talk_seconds=args.talk_seconds, timeout=args.timeout)
+    except requests.ConnectionError:
+        raise UsageError(f"could not reach the local Twilio at {target}: start make run and use the --twilio-url "
+                         "it prints") from None
+    except requests.HTTPError as error:
+        raise UsageError(f"the local Twilio at {target} refused the call ({error.response.status_code}): "
+                         "is --twilio-url make run's local Twilio?") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -550,7 +550,10 @@ class FakeTwilio:
             service = form.get("service_url") or self.service_url
             if not service:
                 return 400, {"message": "no service_url"}, "json"
-            speech = [base64.b64decode(part) for part in json.loads(form.get("speech", "[]"))]
+            try:
+                speech = [base64.b64decode(part) for part in json.loads(form.get("speech", "[]"))]
+            except (ValueError, TypeError):
+                return 400, {"message": "speech must be a JSON list of base64 WAVs"}, "json"
             caller = Caller(caller_name=form.get("caller_name") or None, digits=form.get("digits") or None, speech=speech,
                             talk_seconds=float(form.get("talk_seconds", "2")))
             call = self.place_call(caller, form.get("public_base_url") or service, service)
