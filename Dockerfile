@@ -15,6 +15,7 @@ COPY serving/ ./serving/
 COPY voiceclone/ voiceclone/
 COPY precall/ precall/
 COPY cleanup/ cleanup/
+COPY telephony/ telephony/
 
 USER app
 # THREADS: gunicorn threads per instance (serving/ defaults it to 256); keep >= Cloud Run --concurrency.

@@ -4,6 +4,7 @@
   python -m precall init --call-sid CA.. [--caller-id +31..]      (ElevenLabs' conversation-initiation webhook)
   python -m precall post-call CONVERSATION_ID [--call-sid CA..] [--type post_call_transcription]
   python -m precall doctor [--agent-id ID] [--service-url URL] [--probe-labels] [--json]   (readiness checklist)
+  python -m precall dial SAMPLE.wav [--name Ivan] [--press 1] [--twilio-url URL]   (a simulated phone call, make run)
 
 All take --url (default: PRECALL_URL, else http://127.0.0.1:8080). `send` and `post-call` sign with
 ELEVENLABS_WEBHOOK_SECRET (the first one if several; `sm://` references are resolved) or --secret;
@@ -31,6 +32,8 @@ import requests
 from voiceclone import dev_stack
 from voiceclone.config import DEFAULT_INIT_WEBHOOK_HEADER, Settings
 from voiceclone.secret_manager import SecretResolver
+
+from telephony.dial import DEFAULT_TWILIO_URL, dial
 
 from . import doctor
 from .postcall import CALL_END_EVENT_TYPES
@@ -183,6 +186,22 @@ def cmd_post_call(args: argparse.Namespace) -> int:
     return _print(_post(_service_url(args.url) + "/post-call", body, "application/json", _secret(args), args.timeout))
 
 
+def cmd_dial(args: argparse.Namespace) -> int:
+    sample = Path(args.sample)
+    if not sample.is_file():
+        raise UsageError(f"{sample} is not a file")
+    target = args.twilio_url.rstrip("/")
+    try:
+        return dial(target, sample, caller_name=args.name or None, digits=args.press or None, service_url=args.url,
+                    talk_seconds=args.talk_seconds, timeout=args.timeout)
+    except requests.ConnectionError:
+        raise UsageError(f"could not reach the local Twilio at {target}: start make run and use the --twilio-url "
+                         "it prints") from None
+    except requests.HTTPError as error:
+        raise UsageError(f"the local Twilio at {target} refused the call ({error.response.status_code}): "
+                         "is --twilio-url make run's local Twilio?") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m precall", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -225,8 +244,19 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_arguments(checkup)
     checkup.set_defaults(func=doctor.run)
 
+    phone = commands.add_parser("dial", help="place a simulated phone call through the local Twilio (make run)")
+    phone.add_argument("sample", help="WAV the caller speaks at the beep")
+    phone.add_argument("--name", default="Ivan", help="the caller's name as Twilio's caller-name lookup gives it")
+    phone.add_argument("--press", default="1", help="key pressed at the consent question ('' for none)")
+    phone.add_argument("--twilio-url", default=os.environ.get("TWILIO_API_BASE_URL", DEFAULT_TWILIO_URL),
+                       help=f"the local Twilio (default: TWILIO_API_BASE_URL or {DEFAULT_TWILIO_URL})")
+    phone.add_argument("--url", default=os.environ.get("PRECALL_URL"), help="the service (default: the one make run started)")
+    phone.add_argument("--talk-seconds", type=float, default=2.0, help="time with the agent before hanging up")
+    phone.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the call to end")
+    phone.set_defaults(func=cmd_dial)
+
     args = parser.parse_args(argv)
-    target = getattr(args, "url", None) or getattr(args, "service_url", None) or "the service"
+    target = getattr(args, "url", None) or getattr(args, "service_url", None) or getattr(args, "twilio_url", None) or "the service"
     try:
         return args.func(args)
     except UsageError as error:

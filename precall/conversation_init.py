@@ -77,7 +77,7 @@ class ConversationInit:
         deadline = Deadline(LOOKUP_BUDGET_SECONDS)
         if agent_id:
             self._overrides.prefetch(agent_id)  # runs beside the clone search, usually a cache hit
-        clone, source = self._find_clone(call, deadline)
+        clone, source = self.find_clone(call, deadline)
         permissions = self._overrides.get(agent_id, deadline.remaining()) if agent_id else None
         answer = build_answer(clone, permissions, self._settings.init_dynamic_variables,
                               self._settings.first_message_template, self._settings.first_message_default)
@@ -87,8 +87,9 @@ class ConversationInit:
                   permissions_known=permissions is not None, lookup_ms=round((time.monotonic() - started) * 1000))
         return answer
 
-    def _find_clone(self, call: InitRequest, deadline: Deadline) -> tuple[ClonedVoice | None, str]:
-        """This instance's memory first; else ElevenLabs search, given only what is left of the budget."""
+    def find_clone(self, call: InitRequest, deadline: Deadline) -> tuple[ClonedVoice | None, str]:
+        """The prepared clone of this call (or caller): this instance's memory first; else ElevenLabs
+        search, given only what is left of the budget. Also the telephony front's look-up."""
         max_age = self._settings.prepared_clone_max_age_seconds
         reference = self._caller_ref(call.caller_id)
         local = self._prepared.find(call.call_sid, reference, self._now(), max_age)

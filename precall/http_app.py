@@ -1,4 +1,4 @@
-"""HTTP routing for the `precall_webhook` target: `/webhook`, `/conversation-init`, `/post-call`, `/healthz`.
+"""HTTP routing for the `precall_webhook` target: `/webhook`, `/conversation-init`, `/post-call`, `/healthz`, `/twilio/*`.
 
 Order of checks on a webhook: body size (before reading it whole), signature over the raw
 bytes, parsing, audio validation, then the ElevenLabs calls. Every failure becomes the JSON
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 import flask
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
@@ -51,6 +51,15 @@ _ROUTES = {"/webhook": ("POST",), "/conversation-init": ("POST",), "/post-call":
 _log = get_logger("http")
 
 
+class Telephony(Protocol):
+    """The `/twilio/*` routes (telephony/app.py), built in `wiring.py` when TWILIO_ACCOUNT_SID is set."""
+
+    routes: tuple[str, ...]
+    max_form_bytes: int
+
+    def __call__(self, request: flask.Request, path: str, body: bytes | bytearray) -> flask.Response: ...
+
+
 class WebhookApp:
     def __init__(
         self,
@@ -59,6 +68,7 @@ class WebhookApp:
         sink: EventSink,
         conversation_init: ConversationInit,
         overrides: AgentOverrides,
+        telephony: Telephony | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
@@ -66,6 +76,7 @@ class WebhookApp:
         self._sink = sink
         self._conversation_init = conversation_init
         self._overrides = overrides
+        self._telephony = telephony
         self._wall_clock = wall_clock
         self._warm_pid: int | None = None
         self._warm = threading.Event()
@@ -102,6 +113,8 @@ class WebhookApp:
         path = request.path.rstrip("/") or "/"
         conversation: dict[str, str | None] = {"id": None}
         try:
+            if self._telephony is not None and path.startswith("/twilio/"):
+                return self._twilio(request, path)
             allowed = _ROUTES.get(path)
             if allowed is None:
                 raise RouteNotFound(f"No route for {path}")
@@ -179,6 +192,17 @@ class WebhookApp:
     def _body_limit_name(self) -> str:
         """What sets the pre-call body limit, for the 413's message: the setting to raise."""
         return f"MAX_SAMPLE_BYTES={self._settings.max_sample_bytes}, base64-encoded, plus 64 KiB"
+
+    def _twilio(self, request: flask.Request, path: str) -> flask.Response:
+        """The telephony front (docs/telephony.md): POST only, its form read like any body here."""
+        assert self._telephony is not None
+        if path not in self._telephony.routes:
+            raise RouteNotFound(f"No route for {path}")
+        if request.method != "POST":
+            response = self._error(MethodNotAllowed(f"{request.method} is not allowed on {path}"), path, None)
+            response.headers["Allow"] = "POST"
+            return response
+        return self._telephony(request, path, _read_body(request, self._telephony.max_form_bytes))
 
     def _init(self, request: flask.Request) -> flask.Response:
         body = _read_body(request, MAX_INIT_BODY_BYTES)

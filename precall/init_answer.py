@@ -77,13 +77,15 @@ class ClonedVoice:
 
 
 def build_answer(clone: ClonedVoice | None, permissions: OverridePermissions | None, defaults: tuple[tuple[str, str], ...],
-                 template: str, default_greeting: str) -> dict[str, Any]:
+                 template: str, default_greeting: str, caller_name: str | None = None,
+                 conversation_id: str | None = None) -> dict[str, Any]:
     """The documented answer. `permissions` None means unknown: no override at all. The caller's
-    name always travels as the `caller_name` variable, which needs no permission."""
-    name = display_name(clone.caller_name) if clone else None
+    name always travels as the `caller_name` variable, which needs no permission. A caller known
+    otherwise (Twilio's `CallerName`) and the call's own id win over what the clone says."""
+    name = display_name(caller_name) or (display_name(clone.caller_name) if clone else None)
     variables = dict(defaults)
     filled = {"caller_name": name or "", "precall_voice_id": clone.voice_id if clone else "",
-              "precall_conversation_id": clone.conversation_id if clone else ""}
+              "precall_conversation_id": conversation_id or (clone.conversation_id if clone else "")}
     for key, value in filled.items():
         variables[key] = value or variables.get(key, "")
     override: dict[str, Any] = {}

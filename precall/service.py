@@ -99,13 +99,18 @@ class PrecallService:
             _write_debug_sample(self._settings.debug_sample_dir, request.conversation_id, fmt, data)
         return data, fmt
 
-    def handle(self, request: PrecallRequest, started: float) -> CloneOutcome:
-        """Validate, then clone once per conversation (concurrent duplicates share the work)."""
+    def handle(self, request: PrecallRequest, started: float, deadline: Deadline | None = None,
+               patch_agent: bool = True) -> CloneOutcome:
+        """Validate, then clone once per conversation (concurrent duplicates share the work). The
+        telephony front gives its own (shorter) deadline and never PATCHes the shared agent."""
         sample, fmt = self.validate_sample(request)
-        deadline = Deadline(self._settings.request_deadline_seconds - (time.monotonic() - started))
-        return self._flights.run(request.conversation_id, lambda: self._clone_and_update(request, sample, fmt, deadline))
+        if deadline is None:
+            deadline = Deadline(self._settings.request_deadline_seconds - (time.monotonic() - started))
+        return self._flights.run(request.conversation_id,
+                                 lambda: self._clone_and_update(request, sample, fmt, deadline, patch_agent))
 
-    def _clone_and_update(self, request: PrecallRequest, sample: bytes, fmt: audio.AudioFormat, deadline: Deadline) -> CloneOutcome:
+    def _clone_and_update(self, request: PrecallRequest, sample: bytes, fmt: audio.AudioFormat, deadline: Deadline,
+                          patch_agent: bool) -> CloneOutcome:
         """Nothing waits that need not: the duplicate look-up runs beside the clone, and the event is
         published beside the agent PATCH (the answer waits for both, the publish at most about a second:
         Cloud Run may throttle the CPU once the answer is sent, so a normal publish is done before it)."""
@@ -119,7 +124,7 @@ class PrecallService:
         if clone.event is not None:
             published = self._pool.submit(self._timed, timings, "publish_ms", self._sink.publish, clone.event)
             publish_started = time.monotonic()
-        agent_updated = self._settings.patches_agent and self._timed(
+        agent_updated = patch_agent and self._settings.patches_agent and self._timed(
             timings, "agent_update_ms", self._update_agent, request, clone.voice_id, first_message, deadline)
         if published is not None and clone.event is not None:
             self._await_publish(published, clone.event, publish_started)

@@ -2,7 +2,7 @@
 
 Speaks the paths, multipart fields, status codes and error bodies of the ElevenLabs API
 reference for the calls this service makes (`/v1/voices/add`, `/v1/voices/{id}`, `/v2/voices`,
-`/v1/convai/agents/{id}`, `/v1/convai/conversations/{id}`) and those `doctor` reads
+`/v1/convai/agents/{id}`, `/v1/convai/conversations/{id}`, `/v1/convai/twilio/register-call`) and those `doctor` reads
 (`/v1/user/subscription`, `/v1/convai/settings`, `/v1/workspace/webhooks`). Records every request; injects
 faults (status codes with ElevenLabs error bodies, `Retry-After`, delays, connection resets)
 and latency, one by one (`inject`) or at random on every endpoint (`chaos`); keeps a ledger of every
@@ -88,6 +88,15 @@ ENDPOINT_PERMISSIONS = (
 # What `chaos` may do to a request: an ElevenLabs 429 (with Retry-After) or 5xx, a stall (a slow answer the
 # caller may give up on), a connection reset, and on `POST /v1/voices/add` a full account.
 CHAOS_KINDS = ("429", "500", "503", "stall", "reset", "voice_limit_reached")
+# register-call: "configure your agent to use the correct audio format supported by Twilio" - µ-law 8000 Hz for
+# the agent's output (Voice section) and the user's input (Advanced section); elevenlabs.io/docs/agents-platform/
+# phone-numbers/twilio-integration/register-call. What the real API answers otherwise is not documented: this
+# server refuses with 400, the least convenient guess (a mismatch would otherwise be noise on the line).
+TWILIO_AUDIO_FORMAT = "ulaw_8000"
+# Per-call overrides the agent's Security tab can allow (`platform_settings.overrides.conversation_config_override`).
+# The docs say a conversation overriding a field the agent does not allow fails; this server refuses it at
+# register-call with the message ElevenLabs closes such a conversation with.
+OVERRIDE_NOT_ALLOWED = "Override for field '{}' is not allowed by config."
 # Where `make run` serves precall_webhook: the sandbox account's webhooks point there.
 SANDBOX_SERVICE_URL = "http://127.0.0.1:8080"
 # A subscription field a test wants left out of `GET /v1/user/subscription` (`subscription_overrides`).
@@ -105,6 +114,14 @@ class RecordedRequest:
     files: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     body_size: int = 0
     received_at: float = field(default_factory=time.monotonic)  # when its body had arrived
+
+
+@dataclass(frozen=True)
+class RawBody:
+    """A non-JSON answer (register-call answers TwiML as text)."""
+
+    content_type: str
+    text: str
 
 
 @dataclass
@@ -183,6 +200,8 @@ class FakeElevenLabs:
         self.voices: dict[str, dict[str, Any]] = {}
         self.agents: dict[str, dict[str, Any]] = {}
         self.conversations: dict[str, dict[str, Any]] = {}
+        # register-call: what each registration was sent and what the conversation will use, by registration id.
+        self.registered_calls: dict[str, dict[str, Any]] = {}
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
         self.uploaded_samples: dict[str, bytes] = {}
@@ -237,11 +256,13 @@ class FakeElevenLabs:
 
     def add_agent(self, agent_id: str, voice_id: str = PREMADE_VOICES[0][0], *, allow_first_message: bool = False,
                   allow_voice: bool = False, init_webhook: bool = False, first_message: str = "Hello",
-                  prompt: str = "Be helpful.", dynamic_variable_placeholders: dict[str, Any] | None = None) -> None:
+                  prompt: str = "Be helpful.", dynamic_variable_placeholders: dict[str, Any] | None = None,
+                  audio_format: str = "pcm_16000") -> None:
         """An agent shaped as the SDK's `GetAgentResponseModel`. Whether a conversation may override the
         greeting or the voice, and whether ElevenLabs asks a webhook for initiation data, live in
         `platform_settings.overrides` (`ConversationInitiationClientDataConfigOutput`); all off by default,
-        as on a new agent."""
+        as on a new agent. `audio_format` is the user input and agent output format (`pcm_16000` on a new agent;
+        register-call needs `ulaw_8000`)."""
         now = int(time.time())
         with self.lock:
             self.agents[agent_id] = {
@@ -250,7 +271,8 @@ class FakeElevenLabs:
                     "agent": {"first_message": first_message, "prompt": {"prompt": prompt},
                               "dynamic_variables": {
                                   "dynamic_variable_placeholders": dict(dynamic_variable_placeholders or {})}},
-                    "tts": {"voice_id": voice_id, "model_id": "eleven_flash_v2"}},
+                    "asr": {"user_input_audio_format": audio_format},
+                    "tts": {"voice_id": voice_id, "model_id": "eleven_flash_v2", "agent_output_audio_format": audio_format}},
                 "metadata": {"created_at_unix_secs": now, "updated_at_unix_secs": now},
                 "platform_settings": {"overrides": {
                     "conversation_config_override": {"agent": {"first_message": allow_first_message},
@@ -341,6 +363,7 @@ class FakeElevenLabs:
             self.requests.clear()
             self.faults.clear()
             self.conversations.clear()
+            self.registered_calls.clear()
             self.agents.clear()
             self.uploaded_samples.clear()
             self.made.clear()
@@ -477,9 +500,15 @@ class FakeElevenLabs:
     # -- the API -------------------------------------------------------------------------
 
     def route(self, request: RecordedRequest, raw: bytes, content_type: str) -> tuple[int, Any]:
+        path, method = request.path, request.method
+        if path == "/v1/convai/conversation/twilio" and method == "GET":  # Twilio's media stream: no API key
+            return self._stream_connected((request.query.get("registration") or [""])[0])
+        match = re.fullmatch(r"/_sandbox/voices/([^/]+)", path)  # sandbox only: does a voice still exist
+        if match and method == "GET":
+            with self.lock:
+                return 200, {"exists": match.group(1) in self.voices}
         if self.api_key is not None and request.headers.get("xi-api-key") != self.api_key:
             return 401, self.error("invalid_api_key", "Invalid API key")
-        path, method = request.path, request.method
         lacked = self._lacked_permission(method, path)
         if lacked is not None:
             return 401, self.error("missing_permissions", MISSING_PERMISSION_MESSAGE.format(lacked))
@@ -491,6 +520,8 @@ class FakeElevenLabs:
         if path == "/v1/workspace/webhooks" and method == "GET":
             with self.lock:
                 return 200, {"webhooks": [dict(w) for w in self.workspace_webhooks.values()]}
+        if path == "/v1/convai/twilio/register-call" and method == "POST":
+            return self._register_call(request.json)
         if path == "/v1/voices/add" and method == "POST":
             return self._add_voice(request, raw, content_type)
         if path == "/v2/voices" and method == "GET":
@@ -567,6 +598,77 @@ class FakeElevenLabs:
         # Even a voice that needs verification was created and takes a slot.
         return 200, {"voice_id": voice_id, "requires_verification": self.requires_verification}
 
+    def _register_call(self, body: Any) -> tuple[int, Any]:
+        """`POST /v1/convai/twilio/register-call` (SDK 2.78 conversational_ai/twilio/raw_client.py `register_call`):
+        JSON `agent_id`, `from_number`, `to_number`, `direction`, `conversation_initiation_client_data`; answers the
+        TwiML that connects the call as text (the SDK returns `_response.text`). Checks what the real one is documented
+        to need: the agent's µ-law 8000 Hz formats, and overrides only where the agent allows them."""
+        if not isinstance(body, dict):
+            return 422, validation_detail(["body"], "Input should be a valid dictionary", "dict_type")
+        for name in ("agent_id", "from_number", "to_number"):
+            if not isinstance(body.get(name), str) or not body[name]:
+                return 422, validation_detail(["body", name], "Field required")
+        if body.get("direction", "inbound") not in ("inbound", "outbound"):
+            return 422, validation_detail(["body", "direction"], "Input should be 'inbound' or 'outbound'", "enum")
+        data = body.get("conversation_initiation_client_data") or {}
+        if not isinstance(data, dict):
+            return 422, validation_detail(["body", "conversation_initiation_client_data"], "Input should be a valid dictionary",
+                                          "dict_type")
+        variables = data.get("dynamic_variables") or {}
+        if not isinstance(variables, dict) or not all(isinstance(v, (str, int, float, bool)) or v is None
+                                                      for v in variables.values()):
+            return 422, validation_detail(["body", "conversation_initiation_client_data", "dynamic_variables"],
+                                          "Input should be a valid dictionary of scalars", "dict_type")
+        override = data.get("conversation_config_override") or {}
+        with self.lock:
+            agent_id = body["agent_id"]
+            if agent_id not in self.agents and self.auto_create_agents:
+                self.add_agent(agent_id, allow_first_message=True, allow_voice=True, init_webhook=True,
+                               audio_format=TWILIO_AUDIO_FORMAT)
+            agent = self.agents.get(agent_id)
+            if agent is None:
+                return 404, self.error("agent_not_found", f"Agent {agent_id} not found")
+            config = agent["conversation_config"]
+            formats = {"asr.user_input_audio_format": (config.get("asr") or {}).get("user_input_audio_format"),
+                       "tts.agent_output_audio_format": (config.get("tts") or {}).get("agent_output_audio_format")}
+            wrong = [f"{k} is {v}" for k, v in formats.items() if v != TWILIO_AUDIO_FORMAT]
+            if wrong:
+                return 400, self.error("invalid_audio_format", f"Twilio calls need {TWILIO_AUDIO_FORMAT} audio; the agent's "
+                                       + ", ".join(wrong))
+            allowed = (agent.get("platform_settings") or {}).get("overrides", {}).get("conversation_config_override", {})
+            for field_path in _leaves(override if isinstance(override, dict) else {}):
+                if not _allowed(allowed, field_path):
+                    return 400, self.error("override_not_allowed", OVERRIDE_NOT_ALLOWED.format(field_path.split(".")[-1]))
+            voice_id = (override.get("tts") or {}).get("voice_id") or config["tts"]["voice_id"]
+            if voice_id not in self.voices:
+                return 400, self.error("voice_not_found", f"A voice with the voice_id {voice_id} was not found.")
+            first_message = (override.get("agent") or {}).get("first_message") or config["agent"]["first_message"]
+            for key, value in variables.items():
+                first_message = first_message.replace("{{" + key + "}}", str(value))
+            registration = "".join(secrets.choice(_ID_ALPHABET) for _ in range(20))
+            conversation_id = "conv_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(20))
+            self.registered_calls[registration] = {
+                "request": json.loads(json.dumps(body)), "conversation_id": conversation_id, "voice_id": voice_id,
+                "voice_name": self.voices[voice_id]["name"], "first_message": first_message, "connected": 0}
+            self.conversations[conversation_id] = {"conversation_id": conversation_id, "agent_id": agent_id,
+                                                   "status": "initiated", "transcript": [], "metadata": {}}
+        host = self.url.replace("http://", "ws://")
+        twiml = ('<?xml version="1.0" encoding="UTF-8"?><Response><Connect>'
+                 f'<Stream url="{host}/v1/convai/conversation/twilio?registration={registration}">'
+                 f'<Parameter name="conversation_id" value="{conversation_id}"/></Stream></Connect></Response>')
+        return 200, RawBody("text/html; charset=utf-8", twiml)
+
+    def _stream_connected(self, registration: str) -> tuple[int, Any]:
+        """Stands in for Twilio opening the media stream of register-call's TwiML (a WebSocket in the real
+        service): the conversation starts, with the voice and greeting it was registered with."""
+        with self.lock:
+            call = self.registered_calls.get(registration)
+            if call is None:
+                return 404, self.error("conversation_not_found", "No call was registered with this stream")
+            call["connected"] += 1
+            self.conversations[call["conversation_id"]]["status"] = "in-progress"
+            return 200, {k: call[k] for k in ("conversation_id", "voice_id", "voice_name", "first_message")}
+
     def _list_voices(self, query: dict[str, list[str]]) -> tuple[int, Any]:
         search = (query.get("search") or [""])[0].lower()
         category = (query.get("category") or [""])[0]
@@ -612,7 +714,8 @@ class FakeElevenLabs:
             if agent_id not in self.agents and self.auto_create_agents:
                 # The sandbox's agents allow what every mode of the service needs (greeting and voice
                 # overrides, the conversation-initiation webhook), so `make run` works in override mode too.
-                self.add_agent(agent_id, allow_first_message=True, allow_voice=True, init_webhook=True)
+                self.add_agent(agent_id, allow_first_message=True, allow_voice=True, init_webhook=True,
+                               audio_format=TWILIO_AUDIO_FORMAT)
             agent = self.agents.get(agent_id)
             if agent is None:
                 return 404, self.error("agent_not_found", f"Agent {agent_id} not found")
@@ -626,6 +729,21 @@ class FakeElevenLabs:
                 return 400, self.error("voice_not_found", f"A voice with the voice_id {voice_id} was not found.")
             _merge(agent, body)
             return 200, agent
+
+
+def _leaves(document: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted paths of the values an override sets (`tts.voice_id`, `agent.first_message`)."""
+    paths = []
+    for key, value in document.items():
+        path = f"{prefix}{key}"
+        paths.extend(_leaves(value, path + ".") if isinstance(value, dict) else [path])
+    return paths
+
+
+def _allowed(switches: Any, path: str) -> bool:
+    for part in path.split("."):
+        switches = switches.get(part) if isinstance(switches, dict) else None
+    return switches is True
 
 
 def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
@@ -692,6 +810,14 @@ class _Handler(BaseHTTPRequestHandler):
                 send_json(self, fault.status, body, fault.headers)
                 return
         status, body = fake.route(record, raw, content_type)
+        if isinstance(body, RawBody):
+            payload = body.text.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", body.content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
         send_json(self, status, body)
 
     do_GET = do_POST = do_PATCH = do_DELETE = _serve

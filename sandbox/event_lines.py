@@ -32,6 +32,9 @@ def _text(entry: dict[str, Any]) -> str:
         status = entry.get("status") or "no answer"
         attempt = f" (attempt {entry['attempt']})" if (entry.get("attempt") or 1) > 1 else ""
         return f"  ElevenLabs {entry.get('method')} {entry.get('endpoint')} -> {status} in {entry.get('duration_ms')} ms{attempt}"
+    if entry["event_type"] == "twilio_request":  # likewise for Twilio's API
+        status = entry.get("status") or "no answer"
+        return f"  Twilio {entry.get('method')} {entry.get('endpoint')} -> {status} in {entry.get('duration_ms')} ms"
     fields = " ".join(f"{key}={_value(value)}" for key, value in entry.items()
                       if key not in _HIDDEN and value not in (None, "", [], {}))
     return f"{entry.get('message') or entry['event_type']} [{entry['event_type']}]" + (f"  {fields}" if fields else "")

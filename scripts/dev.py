@@ -1,7 +1,8 @@
 """The whole pipeline on this machine, in one command (`make run`).
 
 Starts, on loopback: the local ElevenLabs API in sandbox mode when ELEVENLABS_API_KEY is unset
-(the real API, or ELEVENLABS_BASE_URL, with your key otherwise), the Pub/Sub emulator with topic,
+(the real API, or ELEVENLABS_BASE_URL, with your key otherwise), the local Twilio (API and phone)
+unless TWILIO_ACCOUNT_SID is yours, the Pub/Sub emulator with topic,
 dead-letter topic and push subscription when gcloud is installed (else the local SQLite event queue),
 `cleanup_voices` and `precall_webhook` under functions-framework with your settings. Prints the
 round trip to try, then one short line per service event; the JSON logs are kept per run. Writes
@@ -36,6 +37,7 @@ from sandbox.event_lines import describe  # noqa: E402
 from sandbox.processes import FunctionServer, StartupError, failure_line, free_port, port_is_free  # noqa: E402
 from sandbox.pubsub_emulator import PubSubEmulator, create_topology, emulator_available  # noqa: E402
 from voiceclone import dev_stack  # noqa: E402
+from sandbox.twilio_server import FakeTwilio  # noqa: E402
 from voiceclone.config import DEFAULT_BASE_URL, ENVIRONMENT_VARIABLES  # noqa: E402
 
 LOCAL_WEBHOOK_SECRET = "local-dev-webhook-secret"
@@ -108,6 +110,7 @@ def main() -> int:
         env, fake_url = service_env(os.environ, started, console, f"http://127.0.0.1:{args.port}")
         # The sandbox account lives as long as this run, so do its events; a real account's outlive it.
         env.setdefault("LOCAL_QUEUE_PATH", str(log_dir / "voice-events.sqlite3" if fake_url else ROOT / ".dev" / "voice-events.sqlite3"))
+        twilio_url = local_twilio(env, started, f"http://127.0.0.1:{args.port}")
         cleanup = FunctionServer("cleanup_voices", env, signature_type="cloudevent", port=args.cleanup_port,
                                  log_dir=log_dir, on_line=console.events_of("cleanup"))
         started.append(cleanup)
@@ -124,10 +127,10 @@ def main() -> int:
                                  on_line=console.events_of("webhook"))
         started.append(webhook)
         webhook.start()
-        state = stack_state(webhook.url, cleanup.url, fake_url, log_dir, env)
+        state = stack_state(webhook.url, cleanup.url, fake_url, twilio_url, log_dir, env)
         if not dev_stack.write(args.state_file, state, create=False):
             return interrupted(console)
-        console.say(banner(webhook.url, cleanup.url, events_line, log_dir, env, fake_url, args.state_file))
+        console.say(banner(webhook.url, cleanup.url, events_line, log_dir, env, fake_url, args.state_file, twilio_url))
         console.show_events = True
         while True:
             for server in (webhook, cleanup):
@@ -265,20 +268,36 @@ def service_env(shell: Mapping[str, str], started: list[Any], console: Console,
     return env, fake.url
 
 
-def stack_state(webhook_url: str, cleanup_url: str, fake_url: str | None, log_dir: Path,
+def local_twilio(env: dict[str, str], started: list[Any], service_url: str) -> str | None:
+    """The local Twilio, the service's telephony front pointed at it, unless the user's own Twilio account
+    is configured or there is no agent for calls to reach (ELEVENLABS_AGENT_ID). Returns its URL."""
+    if "TWILIO_ACCOUNT_SID" in env or not env.get("ELEVENLABS_AGENT_ID"):
+        return None
+    twilio = FakeTwilio(media_delay=1.0)
+    started.append(twilio)
+    twilio.start()
+    twilio.service_url = service_url
+    env.update(TWILIO_ACCOUNT_SID=twilio.account_sid, TWILIO_AUTH_TOKEN=twilio.auth_token, TWILIO_API_BASE_URL=twilio.url)
+    return twilio.url
+
+
+def stack_state(webhook_url: str, cleanup_url: str, fake_url: str | None, twilio_url: str | None, log_dir: Path,
                 env: Mapping[str, str]) -> dict[str, Any]:
     """What the operator commands need to find this stack: URLs and settings, with no secret of the
     user's (their key and secrets stay in their shell); the local ones are the sandbox's own."""
     yours = {"ELEVENLABS_API_KEY"} if fake_url is None else set()
+    if twilio_url is None:  # the user's own Twilio account: its token stays in their shell
+        yours.add("TWILIO_AUTH_TOKEN")
     yours |= {name for name, local in (("ELEVENLABS_WEBHOOK_SECRET", LOCAL_WEBHOOK_SECRET),
                                         ("INIT_WEBHOOK_SECRET", LOCAL_INIT_SECRET)) if env.get(name) != local}
     settings = {name: value for name, value in env.items() if name in ENVIRONMENT_VARIABLES and name not in yours}
     return {"ready": True, "precall_url": webhook_url, "cleanup_url": cleanup_url, "elevenlabs_sandbox_url": fake_url,
+            "twilio_sandbox_url": twilio_url,
             "log_dir": str(log_dir), "settings": {"PRECALL_URL": webhook_url, **settings}}
 
 
 def banner(webhook_url: str, cleanup_url: str, events_line: str, log_dir: Path, env: Mapping[str, str],
-           fake_url: str | None, state_file: Path) -> str:
+           fake_url: str | None, state_file: Path, twilio_url: str | None = None) -> str:
     """Where everything is, and the whole round trip to paste into another terminal: clone, see the
     clone in the account, end the call, see it deleted. The commands need no exports: they read the
     state file, except for secrets of the user's own, which the user exports."""
@@ -288,10 +307,15 @@ def banner(webhook_url: str, cleanup_url: str, events_line: str, log_dir: Path, 
                                       ("INIT_WEBHOOK_SECRET", LOCAL_INIT_SECRET)) if env[name] != local]
     if not fake_url:
         yours.insert(0, "ELEVENLABS_API_KEY")
+    phone = ([f"  {python} -m precall dial {SAMPLE} --name Ivan --twilio-url {twilio_url}   "
+              "# 5. a phone call: consent, beep, hold, the agent in your voice; clone and recording deleted"]
+             if twilio_url else [])
     lines = [
-        f"precall_webhook  {webhook_url}   /webhook  /conversation-init  /post-call  /healthz",
+        f"precall_webhook  {webhook_url}   /webhook  /conversation-init  /post-call  /healthz"
+        + ("  /twilio/*" if twilio_url else ""),
         f"cleanup_voices   {cleanup_url}/",
         f"events           {events_line}",
+        *([f"twilio (local)   {twilio_url}   REST API and phone; calls go to /twilio/voice"] if twilio_url else []),
         f"logs             {relative(log_dir)}/  (JSON lines as on Cloud Run; one short line per event below)",
         f"state            {relative(state_file)}  (how the commands below find this stack; removed when it stops)",
         "",
@@ -304,6 +328,7 @@ def banner(webhook_url: str, cleanup_url: str, events_line: str, log_dir: Path, 
         f"  {python} -m cleanup status   # 2. the clone in the account",
         f"  {python} -m precall post-call {conversation}   # 3. the call ends",
         f"  {python} -m cleanup status   # 4. gone (voice_deleted shows below)",
+        *phone,
         f"Two-step: {python} -m precall send {SAMPLE} --call-sid CA123, then {python} -m precall init --call-sid CA123",
         "READY (Ctrl-C stops everything)",
     ]

@@ -8,12 +8,13 @@ from pathlib import Path
 
 from sandbox.processes import ROOT
 
-RUN_PATH = ("main.py", "wiring.py", "serving", "precall", "cleanup", "voiceclone")
+RUN_PATH = ("main.py", "wiring.py", "serving", "precall", "cleanup", "voiceclone", "telephony")
 # Pure logic: bytes/objects in, objects out. No network, Pub/Sub, Secret Manager or HTTP client.
 PURE_MODULES = {
     "precall.signature", "precall.payload", "precall.audio", "precall.greeting", "precall.outcome",
     "precall.responses", "precall.postcall", "precall.single_flight", "voiceclone.naming", "voiceclone.events",
     "voiceclone.errors", "voiceclone.deadline", "voiceclone.documents", "voiceclone.readiness", "precall.doctor_checks",
+    "telephony.signature", "telephony.forms", "telephony.twiml", "telephony.timing",
 }
 IO_MODULES = ("requests", "google", "flask", "functions_framework", "voiceclone.elevenlabs_client",
               "voiceclone.sinks", "voiceclone.secret_manager", "voiceclone.clones", "precall.service",

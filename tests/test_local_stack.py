@@ -139,6 +139,10 @@ def test_sandbox_round_trip_as_the_banner_prints_it_then_everything_stops(use_em
         assert wait_until(lambda: f"[voice_deleted]  voice_id={voice_id}" in stack.output, timeout=30), stack.output
         gone = stack.paste(stack.banner_command("4."))
         assert voice_id not in gone.stdout and "this service's clones: 0," in gone.stdout
+
+        called = stack.paste(stack.banner_command("5."))  # a phone call through the local Twilio
+        assert called.returncode == 0, called.stdout + called.stderr
+        assert 'connected to the agent: voice "Ivan_Clone_' in called.stdout and "clone: deleted" in called.stdout
     finally:
         code = stack.stop(stop_signal)
     assert code == 0, stack.output

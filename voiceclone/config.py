@@ -28,10 +28,24 @@ ENVIRONMENT_VARIABLES = (
     "DEBUG_SAMPLE_DIR", "LOG_LEVEL", "PUBSUB_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT",
     "INIT_WEBHOOK_SECRET", "INIT_WEBHOOK_HEADER", "INIT_DYNAMIC_VARIABLES", "PREPARED_CLONE_MAX_AGE_SECONDS",
     "LOCAL_QUEUE_PATH",
+    "PUBLIC_BASE_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_API_BASE_URL", "TWILIO_CONSENT",
+    "TWILIO_LANGUAGE", "TWILIO_PROMPT_CONSENT", "TWILIO_PROMPT_RECORD", "TWILIO_PROMPT_RETRY", "TWILIO_PROMPT_HOLD",
+    "TWILIO_RECORD_SECONDS", "TWILIO_HOLD_SECONDS", "TWILIO_HOLD_AUDIO_URL",
 )
 DEFAULT_INIT_WEBHOOK_HEADER = "X-Precall-Secret"
 # Relative to the working directory; `:memory:` keeps the queue in the process (lost on restart).
 DEFAULT_LOCAL_QUEUE_PATH = ".precall/voice-events.sqlite3"
+DEFAULT_TWILIO_API_BASE_URL = "https://api.twilio.com"
+TWILIO_CONSENT_MODES = ("required", "off")
+# What a caller hears on the Twilio number (docs/telephony.md), in the greeting's style and language.
+DEFAULT_PROMPT_CONSENT = ("Hallo, fijn dat je belt! Je spreekt zo met een digitale assistent. Zodat die je in je eigen "
+                          "stem kan begroeten, nemen we een paar seconden van je stem op; de opname en de stem worden "
+                          "na het gesprek gewist. Druk op 1 als je dat goed vindt. Druk op een andere toets om "
+                          "zonder je eigen stem verder te gaan.")
+DEFAULT_PROMPT_RECORD = "Vertel na de piep in een paar zinnen hoe je dag was. Stop gewoon met praten als je klaar bent."
+DEFAULT_PROMPT_RETRY = "Dat was helaas niet goed te horen. Probeer het nog één keer na de piep, op een rustige plek."
+DEFAULT_PROMPT_HOLD = "Dank je wel! Een ogenblik, je wordt zo doorverbonden."
+_ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 
 
 class ConfigError(ValueError):
@@ -68,6 +82,24 @@ class Settings:
     init_dynamic_variables: tuple[tuple[str, str], ...] = ()
     prepared_clone_max_age_seconds: int = 900
     local_queue_path: str = DEFAULT_LOCAL_QUEUE_PATH
+    public_base_url: str | None = None
+    twilio_account_sid: str | None = None
+    twilio_auth_tokens: tuple[str, ...] = ()
+    twilio_api_base_url: str = DEFAULT_TWILIO_API_BASE_URL
+    twilio_consent: str = "required"
+    twilio_language: str = "nl-NL"
+    twilio_prompt_consent: str = DEFAULT_PROMPT_CONSENT
+    twilio_prompt_record: str = DEFAULT_PROMPT_RECORD
+    twilio_prompt_retry: str = DEFAULT_PROMPT_RETRY
+    twilio_prompt_hold: str = DEFAULT_PROMPT_HOLD
+    twilio_record_seconds: int = 12
+    twilio_hold_seconds: int = 25
+    twilio_hold_audio_url: str | None = None
+
+    @property
+    def telephony_enabled(self) -> bool:
+        """The Twilio front (docs/telephony.md) is on exactly when an account is configured."""
+        return self.twilio_account_sid is not None
 
     @property
     def max_body_bytes(self) -> int:
@@ -110,13 +142,12 @@ def load_settings(
     log_level = env.get("LOG_LEVEL", "INFO").strip().upper()
     if log_level not in LOG_LEVELS:
         raise ConfigError("LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
-    base_url = env.get("ELEVENLABS_BASE_URL", DEFAULT_BASE_URL).strip().rstrip("/")
-    if not re.match(r"^https?://[^/\s]+", base_url):
-        raise ConfigError("ELEVENLABS_BASE_URL", "must be an http(s) URL")
-    resolver.close()
+    base_url = _url(env, "ELEVENLABS_BASE_URL", DEFAULT_BASE_URL)
     agent_id = _optional(env, "ELEVENLABS_AGENT_ID")
     if agent_id is not None and not ID_PATTERN.fullmatch(agent_id):
         raise ConfigError("ELEVENLABS_AGENT_ID", "must be letters, digits, '-' or '_'")
+    twilio = _twilio(env, resolver, agent_id)
+    resolver.close()
 
     return Settings(
         elevenlabs_api_key=api_key,
@@ -143,7 +174,48 @@ def load_settings(
         init_dynamic_variables=_dynamic_variables(env),
         prepared_clone_max_age_seconds=_int(env, "PREPARED_CLONE_MAX_AGE_SECONDS", 900, minimum=1),
         local_queue_path=_optional(env, "LOCAL_QUEUE_PATH") or DEFAULT_LOCAL_QUEUE_PATH,
+        **twilio,
     )
+
+
+def _twilio(env: Mapping[str, str], resolver: SecretResolver, agent_id: str | None) -> dict[str, object]:
+    """The telephony front's settings. Off (no account SID) they are still read, so a typo in one
+    is reported before the front is switched on."""
+    sid = _optional(env, "TWILIO_ACCOUNT_SID")
+    if sid is not None and not _ACCOUNT_SID.fullmatch(sid):
+        raise ConfigError("TWILIO_ACCOUNT_SID", "must be AC followed by 32 hex digits (Twilio Console, Account Info)")
+    tokens = _split(_secret(env, "TWILIO_AUTH_TOKEN", resolver, required=sid is not None)) if sid else ()
+    if sid is not None and not tokens:
+        raise ConfigError("TWILIO_AUTH_TOKEN", "is required with TWILIO_ACCOUNT_SID")
+    if sid is not None and agent_id is None:
+        raise ConfigError("ELEVENLABS_AGENT_ID", "is required with TWILIO_ACCOUNT_SID (the agent Twilio calls reach)")
+    consent = env.get("TWILIO_CONSENT", "required").strip().lower() or "required"
+    if consent not in TWILIO_CONSENT_MODES:
+        raise ConfigError("TWILIO_CONSENT", f"must be one of {', '.join(TWILIO_CONSENT_MODES)}")
+    public = _optional(env, "PUBLIC_BASE_URL")
+    hold_audio = _optional(env, "TWILIO_HOLD_AUDIO_URL")
+    return {
+        "public_base_url": _url(env, "PUBLIC_BASE_URL", "") if public else None,
+        "twilio_account_sid": sid,
+        "twilio_auth_tokens": tokens,
+        "twilio_api_base_url": _url(env, "TWILIO_API_BASE_URL", DEFAULT_TWILIO_API_BASE_URL),
+        "twilio_consent": consent,
+        "twilio_language": _optional(env, "TWILIO_LANGUAGE") or "nl-NL",
+        "twilio_prompt_consent": _optional(env, "TWILIO_PROMPT_CONSENT") or DEFAULT_PROMPT_CONSENT,
+        "twilio_prompt_record": _optional(env, "TWILIO_PROMPT_RECORD") or DEFAULT_PROMPT_RECORD,
+        "twilio_prompt_retry": _optional(env, "TWILIO_PROMPT_RETRY") or DEFAULT_PROMPT_RETRY,
+        "twilio_prompt_hold": _optional(env, "TWILIO_PROMPT_HOLD") or DEFAULT_PROMPT_HOLD,
+        "twilio_record_seconds": _int(env, "TWILIO_RECORD_SECONDS", 12, minimum=1),
+        "twilio_hold_seconds": _int(env, "TWILIO_HOLD_SECONDS", 25, minimum=1),
+        "twilio_hold_audio_url": _url(env, "TWILIO_HOLD_AUDIO_URL", "") if hold_audio else None,
+    }
+
+
+def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    value = (env.get(name, "").strip() or default).rstrip("/")
+    if not re.match(r"^https?://[^/\s]+\S*$", value):
+        raise ConfigError(name, "must be an http(s) URL")
+    return value
 
 
 def _split(secret_text: str) -> tuple[str, ...]:

@@ -188,6 +188,23 @@ class ElevenLabsClient:
         body = {"conversation_config": {"agent": {"first_message": first_message}, "tts": {"voice_id": voice_id}}}
         self._request("PATCH", f"/v1/convai/agents/{agent_id}", deadline, json=body)
 
+    def register_twilio_call(self, *, agent_id: str, from_number: str, to_number: str,
+                             initiation_data: dict[str, Any], deadline: Deadline) -> str:
+        """`POST /v1/convai/twilio/register-call`: the TwiML that connects a Twilio call to the agent.
+        JSON `agent_id`, `from_number`, `to_number`, `direction`, `conversation_initiation_client_data`
+        (SDK 2.78 elevenlabs/conversational_ai/twilio/raw_client.py `register_call`;
+        https://elevenlabs.io/docs/agents-platform/phone-numbers/twilio-integration/register-call).
+        The answer is TwiML as text: the SDK returns `_response.text`, although the published OpenAPI
+        schema says JSON. Retried like any call: a registration that is never connected costs nothing."""
+        body = {"agent_id": agent_id, "from_number": from_number, "to_number": to_number, "direction": "inbound",
+                "conversation_initiation_client_data": initiation_data}
+        response = self._request("POST", "/v1/convai/twilio/register-call", deadline, json=body,
+                                 headers={"Accept": "text/xml, text/html, application/xml"})
+        twiml = response.text
+        if "<Response" not in twiml:
+            raise ElevenLabsError(response.status_code, "invalid_response", "register-call answered no TwiML")
+        return twiml
+
     def get_agent(self, agent_id: str, deadline: Deadline) -> dict[str, Any]:
         """`GET /v1/convai/agents/{id}`: the agent's configuration and platform settings."""
         return _json(self._request("GET", f"/v1/convai/agents/{agent_id}", deadline))

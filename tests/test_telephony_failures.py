@@ -1,0 +1,210 @@
+"""Whatever fails, the caller reaches the agent (in their own voice when possible), once, never in silence."""
+
+from __future__ import annotations
+
+from sandbox.elevenlabs_server import FakeElevenLabs
+from sandbox.twilio_server import Caller, SimulatedCall
+from tests.conftest import AGENT_ID, in_parallel, wait_until
+from tests.telephony_stack import (  # noqa: F401 - fixtures
+    SAMPLE,
+    dial,
+    log_lines,
+    shared_service,
+    start_service,
+    telephony_agent,
+    tone_wav,
+    twilio,
+    twilio_server,
+    wait_for_log,
+)
+
+HOLD_SECONDS = 5  # telephony_stack.service_env
+
+
+def agent_voice(fake: FakeElevenLabs) -> str:
+    return fake.agents[AGENT_ID]["conversation_config"]["tts"]["voice_id"]
+
+
+def connected_once(call: SimulatedCall) -> dict:
+    kinds = call.kinds()
+    assert kinds.count("connected") == 1, " ".join(f"{e.kind}:{e.detail}" for e in call.events)[-1500:]
+    assert "application_error" not in kinds, kinds
+    return call.first("connected").detail
+
+
+def fallback_reasons(service) -> list[str]:
+    return [line["reason"] for line in log_lines(service, "twilio_fallback")]
+
+
+def test_an_absent_recording_connects_through_the_next_verb_without_a_clone(fake, twilio, shared_service):
+    telephony_agent(fake)
+    call = dial(twilio, shared_service, Caller(speech=[b""]))
+    assert connected_once(call)["voice_id"] == agent_voice(fake)
+    assert "silence" in call.kinds() and "updated" not in call.kinds()
+    assert not fake.requests_to("POST", "/v1/voices/add")
+    assert wait_until(lambda: "absent" in fallback_reasons(shared_service))
+
+
+def test_a_recording_that_answers_404_for_two_seconds_is_waited_for_and_cloned(fake, twilio, start_service):
+    telephony_agent(fake)
+    twilio.media_delay = 2.0
+    service = start_service(TWILIO_HOLD_SECONDS="8")
+    call = dial(twilio, service)
+    [clone] = fake.cloned_voices()
+    assert connected_once(call)["voice_id"] == clone["voice_id"]
+    assert len(twilio.requests_to("GET", r".*/Recordings/RE[0-9a-f]{32}\.wav")) > 2  # 404s, then the file
+    assert wait_for_log(service, "twilio_recording_fetched")[0]["not_found_retries"] > 0
+
+
+def test_a_refused_sample_is_asked_for_once_more_then_the_call_connects_without_a_clone(fake, twilio, shared_service):
+    telephony_agent(fake)
+    call = dial(twilio, shared_service, Caller(speech=[tone_wav(1.0), tone_wav(1.0)]))
+    kinds = call.kinds()
+    assert kinds.count("beep") == 2 and kinds.count("updated") == 2, kinds
+    said = [e.detail["text"] for e in call.events if e.kind == "say"]
+    assert any("nog één keer" in text for text in said)  # the retry prompt
+    assert connected_once(call)["voice_id"] == agent_voice(fake)
+    assert not fake.requests_to("POST", "/v1/voices/add")
+    assert wait_until(lambda: "sample_refused" in fallback_reasons(shared_service))
+    assert wait_until(lambda: all(r.deleted for r in twilio.recordings.values()) and len(twilio.recordings) == 2)
+
+
+def test_a_second_recording_that_is_good_is_cloned(fake, twilio, shared_service):
+    telephony_agent(fake)
+    call = dial(twilio, shared_service, Caller(speech=[tone_wav(1.0), SAMPLE]))
+    [clone] = fake.cloned_voices()
+    assert connected_once(call)["voice_id"] == clone["voice_id"]
+
+
+def test_a_clone_refused_by_elevenlabs_connects_the_agents_own_voice_at_once(fake, twilio, shared_service):
+    telephony_agent(fake)
+    fake.can_clone = False
+    call = dial(twilio, shared_service)
+    assert connected_once(call)["voice_id"] == agent_voice(fake)
+    assert "updated" in call.kinds()  # not left waiting for the hold to run out
+    assert wait_until(lambda: "clone_failed" in fallback_reasons(shared_service))
+
+
+def assert_connected_by_the_hold(call: SimulatedCall, fake: FakeElevenLabs) -> None:
+    detail = connected_once(call)
+    assert "updated" not in call.kinds(), call.kinds()
+    assert detail["voice_id"] == agent_voice(fake)
+    waited = call.first("connected").at - call.first("spoke").at
+    assert waited <= HOLD_SECONDS + 1, waited
+
+
+def test_elevenlabs_stalling_past_the_hold_leaves_the_call_to_the_hold_which_connects_it_once(fake, twilio, shared_service):
+    telephony_agent(fake)
+    fake.inject("POST", "/v1/voices/add", status=503, delay=HOLD_SECONDS + 2)
+    call = dial(twilio, shared_service)
+    assert_connected_by_the_hold(call, fake)
+    assert wait_until(lambda: "out_of_time" in fallback_reasons(shared_service))
+
+
+def test_twilio_media_stalling_past_the_hold_leaves_the_call_to_the_hold(fake, twilio, shared_service):
+    telephony_agent(fake)
+    twilio.inject("GET", r".*/Recordings/RE[0-9a-f]{32}\.wav", status=503, delay=HOLD_SECONDS + 2)
+    call = dial(twilio, shared_service)
+    assert_connected_by_the_hold(call, fake)
+    assert not fake.requests_to("POST", "/v1/voices/add")
+
+
+def test_register_call_stalling_past_the_hold_still_connects_once(fake, twilio, shared_service):
+    telephony_agent(fake)
+    fake.inject("POST", "/v1/convai/twilio/register-call", status=503, delay=HOLD_SECONDS + 2)
+    call = dial(twilio, shared_service)
+    connected_once(call)
+    waited = call.first("connected").at - call.first("spoke").at
+    assert waited <= HOLD_SECONDS + 1, waited
+
+
+def test_register_call_refused_gives_the_caller_an_apology_not_silence(fake, twilio, shared_service):
+    telephony_agent(fake)
+    fake.inject("POST", "/v1/convai/twilio/register-call", status=404,
+                body=fake.error("agent_not_found", "Agent not found"), times=5)
+    call = dial(twilio, shared_service, Caller(digits="2"))
+    said = [e.detail["text"] for e in call.events if e.kind == "say"]
+    assert said[-1].startswith("Sorry") and "connected" not in call.kinds()
+
+
+def test_overrides_the_agent_does_not_allow_are_not_sent(fake, twilio, start_service):
+    telephony_agent(fake, allow_first_message=False, allow_voice=False)
+    service = start_service()
+    call = dial(twilio, service)
+    [registered] = fake.requests_to("POST", "/v1/convai/twilio/register-call")
+    assert registered.json["conversation_initiation_client_data"]["conversation_config_override"] == {}
+    assert registered.json["conversation_initiation_client_data"]["dynamic_variables"]["caller_name"] == "Ivan"
+    assert connected_once(call)["first_message"] == "Hallo Ivan!"  # the agent's own {{caller_name}} greeting
+
+
+def test_only_the_allowed_override_is_sent(fake, twilio, start_service):
+    telephony_agent(fake, allow_first_message=True, allow_voice=False)
+    service = start_service()
+    dial(twilio, service)
+    [registered] = fake.requests_to("POST", "/v1/convai/twilio/register-call")
+    assert set(registered.json["conversation_initiation_client_data"]["conversation_config_override"]) == {"agent"}
+
+
+def test_two_calls_at_once_on_one_agent_each_get_their_own_voice(fake, twilio, shared_service):
+    telephony_agent(fake)
+    calls: dict[str, SimulatedCall] = {}
+    in_parallel(lambda name: calls.__setitem__(name, dial(twilio, shared_service, Caller(caller_name=name, speech=[SAMPLE]))),
+                ["Ivan", "Anna"])
+    for name, call in calls.items():
+        detail = connected_once(call)
+        assert detail["voice_name"].startswith(f"{name}_Clone_") and detail["first_message"].startswith(f"Hallo {name}")
+    assert calls["Ivan"].first("connected").detail["voice_id"] != calls["Anna"].first("connected").detail["voice_id"]
+    assert not fake.requests_to("PATCH", f"/v1/convai/agents/{AGENT_ID}")
+
+
+def test_no_phone_number_reaches_a_log_line_or_an_elevenlabs_label(fake, twilio, shared_service):
+    telephony_agent(fake)
+    caller = Caller(from_number="+31687654321", to_number="+31201112233", caller_name="+31687654321", speech=[SAMPLE])
+    call = dial(twilio, shared_service, caller)
+    [voice] = [v for v in fake.voices.values() if v["category"] == "cloned"] or [None]
+    assert voice is not None and connected_once(call)["voice_id"] == voice["voice_id"]
+    text = f"{voice['name']} {voice['description']} {voice['labels']} {shared_service.logs()}"
+    for number in ("87654321", "01112233"):
+        assert number not in text
+
+
+def test_an_agent_not_on_ulaw_8000_is_refused_by_register_call_and_the_caller_hears_an_apology(fake, twilio, shared_service):
+    fake.add_agent(AGENT_ID, audio_format="pcm_16000", allow_first_message=True, allow_voice=True)
+    call = dial(twilio, shared_service, Caller(digits="2"))
+    said = [e.detail["text"] for e in call.events if e.kind == "say"]
+    assert said[-1].startswith("Sorry") and "connected" not in call.kinds()
+    assert wait_until(lambda: any(line.get("elevenlabs_code") == "invalid_audio_format"
+                                  for line in log_lines(shared_service, "twilio_fallback")))
+
+
+def test_without_the_calls_numbers_the_clone_is_made_and_the_holds_redirect_connects_it(fake, twilio, shared_service):
+    """A recording callback carries no phone numbers; when Twilio will not say them (call fetch refused),
+    register-call cannot be asked there, so the hold's redirect connects the call, finding the clone by CallSid."""
+    telephony_agent(fake)
+    twilio.inject("GET", r".*/Calls/CA[0-9a-f]{32}\.json", status=404, times=5)
+    call = dial(twilio, shared_service)
+    [clone] = fake.cloned_voices()
+    assert "updated" not in call.kinds()
+    assert connected_once(call)["voice_id"] == clone["voice_id"]
+    assert wait_until(lambda: "call_details_unavailable" in fallback_reasons(shared_service))
+
+
+def test_a_caller_who_hangs_up_on_hold_before_the_clone_is_ready_leaves_no_clone(fake, twilio, shared_service):
+    telephony_agent(fake)
+    fake.inject("POST", "/v1/voices/add", delay=1.5)  # the clone is ready after the caller has gone
+    call = dial(twilio, shared_service, Caller(speech=[SAMPLE], hangs_up_on_hold=0.5))
+    assert "connected" not in call.kinds()
+    assert wait_until(lambda: fake.requests_to("POST", "/v1/voices/add") and fake.voice_add_edit_counter == 1
+                      and not fake.cloned_voices(), timeout=15)
+
+
+def test_a_call_update_stalling_past_the_hold_is_never_applied_on_top_of_the_holds_connection(fake, twilio, shared_service):
+    telephony_agent(fake)
+    twilio.inject("POST", r".*/Calls/CA[0-9a-f]{32}\.json", status=503, delay=HOLD_SECONDS + 2)
+    call = dial(twilio, shared_service)
+    detail = connected_once(call)
+    [clone] = fake.cloned_voices()
+    assert detail["voice_id"] == clone["voice_id"]  # the hold's redirect found this call's clone
+    waited = call.first("connected").at - call.first("spoke").at
+    assert waited <= HOLD_SECONDS + 1, waited
+    assert wait_until(lambda: "call_update_failed" in fallback_reasons(shared_service))
