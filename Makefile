@@ -23,7 +23,7 @@ FORCE:
 # with the service's configuration from the environment (docs/deploying.md, "Last step: doctor").
 doctor:
 	@scripts/bootstrap.sh run
-	@.venv/bin/python -m precall doctor $(ARGS)
+	@.venv/bin/python -m doctor $(ARGS)
 
 test:
 	@scripts/bootstrap.sh test

@@ -3,7 +3,7 @@
   python -m precall send SAMPLE.wav --name Ivan [--dob 11.12.2007] [--call-sid CA..] [--caller-id +31..] [--multipart]
   python -m precall init --call-sid CA.. [--caller-id +31..]      (ElevenLabs' conversation-initiation webhook)
   python -m precall post-call CONVERSATION_ID [--call-sid CA..] [--type post_call_transcription]
-  python -m precall doctor [--agent-id ID] [--service-url URL] [--probe-labels] [--json]   (readiness checklist)
+  python -m precall doctor [--agent-id ID] [--service-url URL] [--twilio-number +31...] [--json]   (= python -m doctor)
   python -m precall dial SAMPLE.wav [--name Ivan] [--press 1] [--twilio-url URL]   (a simulated phone call, make run)
 
 All take --url (default: PRECALL_URL, else http://127.0.0.1:8080). `send` and `post-call` sign with
@@ -33,9 +33,9 @@ from voiceclone import dev_stack
 from voiceclone.config import DEFAULT_INIT_WEBHOOK_HEADER, Settings
 from voiceclone.secret_manager import SecretResolver
 
+from doctor import cli as doctor
 from telephony.dial import DEFAULT_TWILIO_URL, dial
 
-from . import doctor
 from .postcall import CALL_END_EVENT_TYPES
 from .signature import SIGNATURE_HEADER, sign
 
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     common(post_call)
     post_call.set_defaults(func=cmd_post_call)
 
-    checkup = commands.add_parser("doctor", help="prove the ElevenLabs account, agent and deployment are ready",
+    checkup = commands.add_parser("doctor", help="prove the ElevenLabs account, agent, Twilio number and deployment are ready",
                                   description=doctor.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     doctor.add_arguments(checkup)
     checkup.set_defaults(func=doctor.run)

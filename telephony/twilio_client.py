@@ -111,6 +111,22 @@ class TwilioClient:
             raise
         return True
 
+    # -- what `doctor` reads (no side effects) -------------------------------------------------
+
+    def get_account(self, deadline: Deadline) -> dict[str, Any]:
+        """`GET /2010-04-01/Accounts/{sid}.json`: answers only to valid credentials
+        (https://www.twilio.com/docs/iam/api/account#fetch-an-account-resource)."""
+        return _json(self._request("GET", f"{self._account}.json", deadline))
+
+    def incoming_numbers(self, phone_number: str | None, deadline: Deadline) -> list[dict[str, Any]]:
+        """`GET .../IncomingPhoneNumbers.json` (filtered by `PhoneNumber` when given; one page of up to 1000,
+        https://www.twilio.com/docs/phone-numbers/api/incomingphonenumber-resource#read-multiple-incomingphonenumber-resources).
+        The number travels as a query parameter, so it never reaches the `twilio_request` log line."""
+        params = {"PageSize": "1000", **({"PhoneNumber": phone_number} if phone_number else {})}
+        numbers = _json(self._request("GET", f"{self._account}/IncomingPhoneNumbers.json", deadline,
+                                      params=params)).get("incoming_phone_numbers")
+        return [n for n in numbers if isinstance(n, dict)] if isinstance(numbers, list) else []
+
     def _request(self, method: str, url: str, deadline: Deadline, retry_sent: bool = True, **kwargs: Any) -> requests.Response:
         attempt = 0
         while True:
@@ -157,6 +173,14 @@ def _error(response: requests.Response) -> TwilioError:
     body = body if isinstance(body, dict) else {}
     code = body.get("code") if isinstance(body.get("code"), int) else None
     return TwilioError(response.status_code, code, str(body.get("message") or f"HTTP {response.status_code}")[:200])
+
+
+def _json(response: requests.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        raise TwilioError(response.status_code, None, "Twilio answered with no JSON") from None
+    return body if isinstance(body, dict) else {}
 
 
 def _log_call(method: str, url: str, status: int | None, started: float, attempt: int) -> None:

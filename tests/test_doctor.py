@@ -15,10 +15,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from cleanup.handler import CleanupHandler
-from precall.doctor import Doctor, Options, topic_finding
-from precall.doctor_checks import exit_code, render_json, render_text, slot_margin
+from doctor.checkup import Doctor, Options, topic_finding
+from doctor.checks import exit_code, render_json, render_text, slot_margin
 from sandbox.elevenlabs_server import ABSENT, FakeElevenLabs
 from sandbox.processes import ROOT, FunctionServer
+from sandbox.twilio_server import FakeTwilio
 from tests.conftest import AGENT_ID, API_KEY, BOTH_MODES, SECRET, seed_clone
 from voiceclone.config import load_settings
 from voiceclone.deadline import Deadline
@@ -27,7 +28,8 @@ from voiceclone.logs import get_logger
 from voiceclone.readiness import FAILED, OK, UNKNOWN, WARNING, Finding
 
 INIT_SECRET = "init-secret-for-doctor-1234"
-SECRETS = (API_KEY, SECRET, INIT_SECRET)
+TWILIO_TOKEN = "twilio-token-for-doctor-5678"
+SECRETS = (API_KEY, SECRET, INIT_SECRET, TWILIO_TOKEN)
 
 
 @dataclass
@@ -401,6 +403,124 @@ def test_a_missing_or_malformed_setting_is_a_configuration_error(fake, env, chan
 
 def test_a_usage_error_exits_2():
     assert run_cli({}, "--slot-margin", "many").returncode == 2
+
+
+# -- the telephony front (TWILIO_ACCOUNT_SID) ---------------------------------------------------
+
+PUBLIC = "https://precall-webhook-abc123-ez.a.run.app"
+NUMBER = "+31201234567"
+
+
+@pytest.fixture
+def twilio() -> FakeTwilio:
+    server = FakeTwilio(auth_token=TWILIO_TOKEN).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def phone_env(env, twilio) -> dict[str, str]:
+    return {**env, "TWILIO_ACCOUNT_SID": twilio.account_sid, "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+            "TWILIO_API_BASE_URL": twilio.url, "PUBLIC_BASE_URL": PUBLIC}
+
+
+@pytest.fixture
+def phone_ready(ready, twilio) -> FakeElevenLabs:
+    """A Twilio number and an agent set up as docs/telephony.md says."""
+    ready.add_agent(AGENT_ID, allow_first_message=True, allow_voice=True, init_webhook=True, audio_format="ulaw_8000",
+                    first_message="Hallo {{caller_name}}, fijn dat je belt!")
+    twilio.add_number(NUMBER, PUBLIC + "/twilio/voice", PUBLIC + "/twilio/status")
+    return ready
+
+
+def twilio_lines(report: Checklist) -> dict[str, str]:
+    return {f.name: f.status for f in report.findings if f.name.startswith("twilio")}
+
+
+def test_without_a_twilio_account_doctor_asks_twilio_nothing(phone_ready, env, twilio):
+    report = diagnose(env)
+    assert twilio_lines(report) == {} and twilio.requests == []
+
+
+def test_a_ready_twilio_number_and_agent_pass_the_telephony_checks(phone_ready, phone_env, twilio):
+    report = diagnose(phone_env)
+    assert report.exit_code == 0, [f for f in report.findings if f.status == FAILED]
+    assert twilio_lines(report) == {"twilio: credentials": OK, "twilio: voice URL": OK, "twilio: status callback": OK,
+                                    "twilio: agent audio format": OK}
+    assert report["twilio: voice URL"].detail == f"{NUMBER}: {PUBLIC}/twilio/voice (POST)"
+    assert [r.headers["authorization"].startswith("Basic ") for r in twilio.requests] == [True, True]
+
+
+def test_an_agent_without_ulaw_8000_fails_with_the_format_to_set(phone_ready, phone_env):
+    phone_ready.add_agent(AGENT_ID, allow_first_message=True, allow_voice=True, init_webhook=True, audio_format="pcm_16000",
+                          first_message="Hallo {{caller_name}}, fijn dat je belt!")
+    report = diagnose(phone_env)
+    line = report["twilio: agent audio format"]
+    assert report.exit_code == 1 and line.status == FAILED
+    assert "user input (asr.user_input_audio_format) is pcm_16000" in line.detail
+    assert "agent output (tts.agent_output_audio_format) is pcm_16000" in line.detail
+    assert "μ-law 8000 Hz" in line.fix and "ulaw_8000" in line.fix
+
+
+def test_a_number_whose_voice_url_points_elsewhere_fails_with_the_url_to_paste(phone_ready, phone_env, twilio):
+    twilio.numbers.clear()
+    twilio.add_number(NUMBER, "https://old-ivr.example.com/answer", PUBLIC + "/twilio/status")
+    report = diagnose(phone_env)
+    line = report["twilio: voice URL"]
+    assert line.status == FAILED and line.detail == f"{NUMBER}: https://old-ivr.example.com/answer, not {PUBLIC}/twilio/voice"
+    assert f"Webhook {PUBLIC}/twilio/voice, HTTP POST" in line.fix and f"--twilio-number {NUMBER}" in line.fix
+    assert report["twilio: status callback"].status == OK
+
+
+def test_a_status_callback_by_get_or_missing_fails(phone_ready, phone_env, twilio):
+    sid = next(iter(twilio.numbers))
+    twilio.numbers[sid]["status_callback_method"] = "GET"
+    assert "not POST" in diagnose(phone_env)["twilio: status callback"].detail
+    twilio.numbers[sid]["status_callback"] = ""
+    assert diagnose(phone_env)["twilio: status callback"].detail == f"{NUMBER} has none"
+
+
+def test_the_twilio_number_option_picks_one_of_several_numbers(phone_ready, phone_env, twilio):
+    twilio.add_number("+31207654321", "https://elsewhere.example.com/voice", "")
+    several = diagnose(phone_env)  # only the one pointing here is judged
+    assert several.exit_code == 0 and several["twilio: voice URL"].detail.startswith(NUMBER)
+    other = diagnose(phone_env, twilio_number="+31207654321")
+    assert other["twilio: voice URL"].status == FAILED and other["twilio: voice URL"].detail.startswith("+31207654321")
+    unknown = diagnose(phone_env, twilio_number="+31200000000")
+    assert unknown["twilio: number"].status == FAILED and "no number +31200000000" in unknown["twilio: number"].detail
+
+
+def test_the_service_url_is_the_reference_when_public_base_url_is_unset(phone_ready, phone_env):
+    here = {k: v for k, v in phone_env.items() if k != "PUBLIC_BASE_URL"}
+    assert twilio_lines(diagnose(here, service_url=PUBLIC)).get("twilio: voice URL") == OK
+    unknown = diagnose(here)
+    assert unknown["twilio: number"].status == UNKNOWN and "PUBLIC_BASE_URL" in unknown["twilio: number"].fix
+
+
+def test_rejected_twilio_credentials_fail_and_no_number_is_read(phone_ready, phone_env, twilio):
+    report = diagnose({**phone_env, "TWILIO_AUTH_TOKEN": "not-the-token"})
+    line = report["twilio: credentials"]
+    assert line.status == FAILED and "20003" in line.detail and "TWILIO_AUTH_TOKEN" in line.fix
+    assert "twilio: voice URL" not in report.names()
+    assert twilio.requests_to("GET", r".*/IncomingPhoneNumbers\.json") == []
+
+
+def test_overrides_are_checked_for_twilio_callers_in_patch_mode_too(phone_ready, phone_env):
+    phone_ready.add_agent(AGENT_ID, allow_first_message=True, allow_voice=False, init_webhook=True, audio_format="ulaw_8000")
+    line = diagnose({**phone_env, "AGENT_UPDATE_MODE": "patch"})["agent: overrides"]
+    assert line.status == FAILED and "Twilio callers keep the agent's own" in line.detail and "Voice" in line.fix
+
+
+def test_python_m_doctor_checks_the_chosen_number_and_never_logs_it(phone_ready, phone_env):
+    result = subprocess.run([sys.executable, "-m", "doctor", "--json", "--verbose", "--twilio-number", "+31 20 123 4567"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60, env={"PATH": os.environ["PATH"], **phone_env})
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["twilio: voice URL"]["status"] == OK and NUMBER in checks["twilio: voice URL"]["detail"]
+    assert "twilio_request" in result.stderr and "20123" not in result.stderr
+    assert TWILIO_TOKEN not in result.stdout + result.stderr
+    bad = run_cli(phone_env, "--twilio-number", "0201234567")
+    assert bad.returncode == 2 and "--twilio-number" in bad.stderr
 
 
 # -- the sweep's alert --------------------------------------------------------------------------

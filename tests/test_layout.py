@@ -8,17 +8,18 @@ from pathlib import Path
 
 from sandbox.processes import ROOT
 
-RUN_PATH = ("main.py", "wiring.py", "serving", "precall", "cleanup", "voiceclone", "telephony")
+RUN_PATH = ("main.py", "wiring.py", "serving", "precall", "cleanup", "voiceclone", "telephony", "doctor")
 # Pure logic: bytes/objects in, objects out. No network, Pub/Sub, Secret Manager or HTTP client.
 PURE_MODULES = {
     "precall.signature", "precall.payload", "precall.audio", "precall.greeting", "precall.outcome",
     "precall.responses", "precall.postcall", "precall.single_flight", "voiceclone.naming", "voiceclone.events",
-    "voiceclone.errors", "voiceclone.deadline", "voiceclone.documents", "voiceclone.readiness", "precall.doctor_checks",
+    "voiceclone.errors", "voiceclone.deadline", "voiceclone.documents", "voiceclone.readiness", "doctor.checks",
+    "doctor.twilio_checks",
     "telephony.signature", "telephony.forms", "telephony.twiml", "telephony.timing",
 }
 IO_MODULES = ("requests", "google", "flask", "functions_framework", "voiceclone.elevenlabs_client",
               "voiceclone.sinks", "voiceclone.secret_manager", "voiceclone.clones", "precall.service",
-              "precall.http_app", "wiring")
+              "precall.http_app", "wiring", "telephony.twilio_client")
 
 
 def module_files() -> dict[str, Path]:
@@ -84,3 +85,11 @@ def test_every_module_says_what_it_is_for_in_its_first_line():
     for module, file in module_files().items():
         docstring = ast.get_docstring(ast.parse(file.read_text()))
         assert docstring and docstring.splitlines()[0].strip(), f"{module} has no docstring"
+
+
+def test_the_service_never_imports_the_operator_tool_doctor():
+    """doctor is not in the image (Dockerfile); only the operator CLI (`python -m precall doctor`) reaches it."""
+    for module, file in module_files().items():
+        if top(module) != "doctor" and module != "precall.__main__":
+            bad = {n for n in imports_of(module, file) if top(n) == "doctor"}
+            assert not bad, f"{module} imports {bad}"

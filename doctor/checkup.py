@@ -1,28 +1,14 @@
-"""`python -m precall doctor`: prove a real ElevenLabs account, agent and deployment are ready before the first call.
+"""The checks `doctor` runs, with the reads they need (ElevenLabs, Twilio, Pub/Sub, the deployment).
 
-  python -m precall doctor [--agent-id ID] [--service-url URL] [--probe-labels] [--slot-margin N] [--json]
-
-Reads the service's own configuration from this machine's environment (env vars, `sm://` references:
-`load_settings`; next to `make run`, its stack) and checks,
-against ELEVENLABS_BASE_URL: the key, cloning (plan, voice slots, additions), this service's clones,
-the agent (overrides, initiation webhook), its dynamic variables, the post-call webhook, the Pub/Sub
-topic (with VOICE_EVENTS_TOPIC), the deployment end to end (with --service-url) and, opt-in, what
-ElevenLabs keeps of a clone's labels (--probe-labels: clones a bundled sample and always deletes it).
-With --service-url, what the deployment reports on `/healthz` (AGENT_UPDATE_MODE, where events go)
-is preferred over this machine's settings, and each line says which of the two it judged.
-Nothing else is written. Exit 0: nothing failed (warnings allowed); 1: something failed; 2: usage or
-configuration error. `--json` prints only the JSON document on stdout; logs go to stderr.
+What each read means is decided in doctor/checks.py and doctor/twilio_checks.py (pure); this module only
+reads and turns failed reads into a reason. Nothing is written, except the opt-in label probe's clone,
+which is always deleted.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import re
 import secrets
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,16 +16,15 @@ from typing import Any, TypeVar
 
 import requests
 
-from voiceclone import dev_stack
+from telephony.twilio_client import TwilioClient, TwilioError
 from voiceclone.clones import Clone, CloneInventory
-from voiceclone.config import ConfigError, Settings, load_settings
+from voiceclone.config import Settings
 from voiceclone.deadline import Deadline, DeadlineExceeded
 from voiceclone.elevenlabs_client import ElevenLabsClient, ElevenLabsError
-from voiceclone.logs import configure_logging
-from voiceclone.naming import CLONE_SOURCE, CLONE_TYPE, ID_PATTERN, clone_description, clone_labels, voice_name
+from voiceclone.naming import CLONE_SOURCE, CLONE_TYPE, clone_description, clone_labels, voice_name
 from voiceclone.readiness import FAILED, OK, UNKNOWN, WARNING, Finding, assess_postcall_webhook, public_url
 
-from . import doctor_checks as checks
+from . import checks, twilio_checks
 
 PROBE_SAMPLE = Path(__file__).with_name("data") / "probe_sample.mp3"  # 6 s of espeak-ng speech, MP3
 HTTP_TIMEOUT_SECONDS = 10.0
@@ -53,6 +38,7 @@ class Options:
     probe_labels: bool = False
     slot_margin: int | None = None
     timeout: float = 60.0
+    twilio_number: str | None = None
 
 
 class _Reads:
@@ -106,16 +92,16 @@ class Doctor:
         """Every check, the key line first (it sums up what every read found out about the key)."""
         subscription, why = self._reads.get("user_read", self._client.get_subscription)
         if self._reads.rejected:
-            return [checks.rejected_key_finding(), *self._outside(None)]
+            return [checks.rejected_key_finding(), *self._outside(None), *self._twilio(None)]
         if self._reads.unreachable:
             return [checks.unreachable_finding(self._settings.elevenlabs_base_url, self._reads.unreachable),
-                    *self._outside(None)]
+                    *self._outside(None), *self._twilio(None)]
         found = self._cloning(subscription, why) + self._clones()
         agent, agent_found = self._agent()
         found += agent_found + self._workspace(agent)
         if self._options.probe_labels:
             found += self._probe(subscription)
-        found += self._outside(agent)
+        found += self._outside(agent) + self._twilio(agent)
         key = checks.key_finding(list(self._reads.missing), self._reads.proven)
         return [key, checks.write_permissions_finding(self._settings.agent_update_mode, self._reads.proven), *found]
 
@@ -230,6 +216,45 @@ class Doctor:
                                          required | set(checks.answered_variables(())), self._health, self._local_mode)
         return found
 
+    # -- Twilio (with TWILIO_ACCOUNT_SID) ------------------------------------------------------
+
+    def _twilio(self, agent: dict[str, Any] | None) -> list[Finding]:
+        """The account's credentials, the number's webhooks and what register-call needs of the agent
+        (docs/telephony.md). Skipped entirely when this machine has no TWILIO_ACCOUNT_SID."""
+        settings = self._settings
+        if not settings.telephony_enabled:
+            return []
+        client = TwilioClient(settings.twilio_api_base_url, settings.twilio_account_sid or "",
+                              settings.twilio_auth_tokens[0], max_attempts=2)
+        deadline = Deadline(min(self._options.timeout, 30.0))
+        try:
+            account = client.get_account(deadline)
+        except (TwilioError, DeadlineExceeded) as error:
+            found = [twilio_checks.credentials_failed_finding(_twilio_reason(error), settings.twilio_api_base_url)]
+        else:
+            found = [twilio_checks.credentials_finding(account)]
+            found += self._twilio_numbers(client, deadline)
+        if agent is not None:
+            found.append(twilio_checks.audio_format_finding(agent))
+            if settings.agent_update_mode == "patch":  # override/both already judged the overrides above
+                found.append(checks.overrides_finding(agent, for_twilio=True))
+        return found
+
+    def _twilio_numbers(self, client: TwilioClient, deadline: Deadline) -> list[Finding]:
+        base = self._settings.public_base_url or self._options.service_url
+        try:
+            numbers = client.incoming_numbers(self._options.twilio_number, deadline)
+        except (TwilioError, DeadlineExceeded) as error:
+            return [twilio_checks.numbers_unreadable_finding(_twilio_reason(error))]
+        return twilio_checks.number_findings(numbers, self._options.twilio_number, base)
+
+
+def _twilio_reason(error: Exception) -> str:
+    if isinstance(error, TwilioError):
+        code = f" (code {error.code})" if error.code else ""
+        return f"Twilio answered {error.status or 'nothing'}{code}: {error.message}"
+    return "Twilio did not answer in time"
+
 
 def _slots_full(subscription: dict[str, Any] | None) -> bool:
     used, limit = (subscription or {}).get("voice_slots_used"), (subscription or {}).get("voice_limit")
@@ -311,78 +336,3 @@ def _http(method: str, url: str, **kwargs: Any) -> tuple[int | None, Any, str]:
     except ValueError:
         body = None
     return response.status_code, body, ""
-
-
-# -- the command line ----------------------------------------------------------------------
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--agent-id", dest="agent", help="agent id (default: ELEVENLABS_AGENT_ID)")
-    parser.add_argument("--agent", dest="agent", help=argparse.SUPPRESS)  # its earlier name
-    parser.add_argument("--service-url", default=os.environ.get("PRECALL_URL") if _beside_make_run() else None,
-                        help="the deployed precall_webhook base URL: also check it end to end, preferring what its "
-                             "/healthz reports over this machine's settings (default next to make run: its URL)")
-    parser.add_argument("--probe-labels", action="store_true",
-                        help="clone a short bundled sample to see which labels ElevenLabs keeps (takes a voice slot "
-                             "for a moment; always deleted)")
-    parser.add_argument("--slot-margin", type=int, help="warn below this many free voice slots (default: 10%% of the "
-                        "limit, at least 2)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds allowed for the ElevenLabs reads")
-    parser.add_argument("--json", action="store_true", help="print only a JSON document on stdout")
-    parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
-
-
-def run(args: argparse.Namespace) -> int:
-    """`python -m precall doctor` (dispatched from precall/__main__.py)."""
-    try:
-        settings, options = _configure(args, os.environ)
-    except ConfigError as error:
-        return _usage_error(args, f"configuration error: {error}")
-    configure_logging("INFO" if args.verbose else "WARNING", sys.stderr)
-    doctor = Doctor(settings, options)
-    findings = doctor.run()
-    mode = doctor.deployed.get("agent_update_mode", settings.agent_update_mode)
-    context = {"elevenlabs_base_url": public_url(settings.elevenlabs_base_url), "agent_id": options.agent_id,
-               "agent_update_mode": mode, "agent_update_mode_from": "deployment" if doctor.deployed else "this machine",
-               "service_url": public_url(options.service_url) if options.service_url else None}
-    if args.json:
-        print(checks.render_json(context, findings))
-    else:
-        source = (f"the deployment's /healthz; this machine says {settings.agent_update_mode}"
-                  if mode != settings.agent_update_mode else
-                  "the deployment's /healthz" if doctor.deployed else "this machine's settings")
-        title = (f"precall doctor · ElevenLabs {context['elevenlabs_base_url']} · agent {options.agent_id} · "
-                 f"AGENT_UPDATE_MODE={mode} ({source})\n"
-                 "ElevenLabs is read with this machine's ELEVENLABS_API_KEY; 'deployment:' lines are what "
-                 "--service-url answered")
-        print(checks.render_text(title, findings))
-    return checks.exit_code(findings)
-
-
-def _configure(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Settings, Options]:
-    """The service's settings plus doctor's options; anything missing or malformed is a ConfigError (exit 2)."""
-    settings = load_settings(env)
-    agent_id = args.agent or settings.default_agent_id
-    if not agent_id:
-        raise ConfigError("ELEVENLABS_AGENT_ID", "is required for doctor (or pass --agent-id)")
-    if not ID_PATTERN.fullmatch(agent_id):
-        raise ConfigError("--agent-id", "must be letters, digits, '-' or '_'")
-    if args.service_url is not None and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", args.service_url):
-        raise ConfigError("--service-url", "must be the service's http(s) base URL, e.g. https://precall-webhook-….run.app")
-    if args.slot_margin is not None and args.slot_margin < 0:
-        raise ConfigError("--slot-margin", "must be 0 or more")
-    if args.timeout <= 0:
-        raise ConfigError("--timeout", "must be more than 0")
-    return settings, Options(agent_id, args.service_url.rstrip("/") if args.service_url else None, args.probe_labels,
-                             args.slot_margin, args.timeout)
-
-
-def _beside_make_run() -> bool:
-    """Whether this command took its settings from a running `make run` (voiceclone/dev_stack.py)."""
-    return dev_stack.read(dev_stack.state_path(os.environ)) is not None and "PRECALL_URL" in os.environ
-
-
-def _usage_error(args: argparse.Namespace, message: str) -> int:
-    print(message, file=sys.stderr)
-    if args.json:
-        print(json.dumps({"ok": False, "exit_code": 2, "error": message, "checks": []}, indent=2))
-    return 2

@@ -1,4 +1,4 @@
-"""What `python -m precall doctor` concludes from what it read (pure): one `Finding` per checklist line.
+"""What `doctor` concludes from what it read (pure): one `Finding` per checklist line.
 
 Every field read here is named in the ElevenLabs SDK 2.78 sources (paths under
 .venv/lib/python3.11/site-packages/elevenlabs, cited per function); where ElevenLabs leaves a field
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from voiceclone.documents import dig
 from voiceclone.readiness import FAILED, OK, SEVERITY, UNKNOWN, WARNING, Finding, public_url
 
-from .init_answer import ANSWER_TYPE, SERVICE_VARIABLES, OverridePermissions
+from precall.init_answer import ANSWER_TYPE, SERVICE_VARIABLES, OverridePermissions
 
 # The SDK's `PermissionType` names (elevenlabs/types/permission_type.py) of what the service does:
 # list/read voices, delete them, clone, read the agent and conversations, PATCH the agent (patch mode),
@@ -180,13 +180,7 @@ def _override_findings(agent: dict[str, Any]) -> list[Finding]:
         reason = "ElevenLabs did not report platform_settings.overrides"
         fix = f"check {SECURITY_TAB}"
         return [Finding("agent: overrides", UNKNOWN, reason, fix), Finding("agent: initiation webhook", UNKNOWN, reason, fix)]
-    allowed = OverridePermissions.from_agent(agent)
-    refused = [label for label, ok in (("first message", allowed.first_message), ("voice", allowed.voice)) if not ok]
-    findings = [
-        Finding("agent: overrides", FAILED,
-                f"overriding the {' and the '.join(refused)} is not allowed: the call keeps the agent's own",
-                f"{SECURITY_TAB} → Overrides: switch on {' and '.join(r.capitalize() for r in refused)}")
-        if refused else Finding("agent: overrides", OK, "first message and voice may be overridden")]
+    findings = [overrides_finding(agent)]
     switch = overrides.get("enable_conversation_initiation_client_data_from_webhook")
     if switch is True:
         findings.append(Finding("agent: initiation webhook", OK, "ElevenLabs asks /conversation-init at call start"))
@@ -197,6 +191,22 @@ def _override_findings(agent: dict[str, Any]) -> list[Finding]:
         findings.append(Finding("agent: initiation webhook", UNKNOWN, "ElevenLabs did not report "
                                 "enable_conversation_initiation_client_data_from_webhook", f"check {SECURITY_TAB}"))
     return findings
+
+
+def overrides_finding(agent: dict[str, Any], for_twilio: bool = False) -> Finding:
+    """The voice and first-message override switches (`OverridePermissions`, the service's own reading):
+    the two-step flow and the telephony front's register-call both send only what these allow."""
+    if not isinstance(dig(agent, "platform_settings", "overrides"), dict):
+        return Finding("agent: overrides", UNKNOWN, "ElevenLabs did not report platform_settings.overrides",
+                       f"check {SECURITY_TAB}")
+    allowed = OverridePermissions.from_agent(agent)
+    refused = [label for label, ok in (("first message", allowed.first_message), ("voice", allowed.voice)) if not ok]
+    if refused:
+        who = "Twilio callers keep" if for_twilio else "the call keeps"
+        return Finding("agent: overrides", FAILED,
+                       f"overriding the {' and the '.join(refused)} is not allowed: {who} the agent's own",
+                       f"{SECURITY_TAB} → Overrides: switch on {' and '.join(r.capitalize() for r in refused)}")
+    return Finding("agent: overrides", OK, "first message and voice may be overridden")
 
 
 def initiation_url_finding(convai_settings: dict[str, Any] | None, agent: dict[str, Any], header: str,
