@@ -6,10 +6,13 @@
 #     [AGENT_UPDATE_MODE=override] [INIT_WEBHOOK_SECRET=...] [ALERT_EMAIL=ops@example.com] \
 #     [WEBHOOK_MIN_INSTANCES=1] [WEBHOOK_MAX_INSTANCES=10] [WEBHOOK_CPU=2] [WEBHOOK_MEMORY=1Gi] \
 #     [WEBHOOK_CONCURRENCY=32] [CLEANUP_MIN_INSTANCES=0] [CLEANUP_MAX_INSTANCES=3] [CLEANUP_...] \
-#     deploy/setup.sh [--project P] [--region R] [--skip-build | --redeploy]
+#     [TWILIO_ACCOUNT_SID=AC... TWILIO_AUTH_TOKEN=...] [TWILIO_API_BASE_URL=https://api.twilio.com] \
+#     deploy/setup.sh [--project P] [--region R] [--skip-build | --redeploy] [--twilio-number +31...]
 #
-#   --redeploy    build and deploy the code only (plus any setting or size given); nothing else
-#   --skip-build  everything but the build (infrastructure, access, lifecycle, monitoring)
+#   --redeploy       build and deploy the code only (plus any setting or size given); nothing else
+#   --skip-build     everything but the build (infrastructure, access, lifecycle, monitoring)
+#   --twilio-number  with TWILIO_ACCOUNT_SID: point this Twilio number's voice URL and status callback at
+#                    the service through Twilio's API (without it, the two URLs to paste are printed)
 #
 # Creates or updates, each only when missing or changed: the APIs; the Artifact Registry repository
 # with a cleanup policy; a bucket for build sources; the secrets (a new version only when a value
@@ -18,6 +21,8 @@
 # cleanup, push identity, build); the topics; the build (cloudbuild.yaml, as the build account);
 # public access to the webhook only; the push subscription, the dead-letter hold subscription and
 # the sweep job; log-based metrics, the dashboard and alert policies (deploy/metrics, dashboard.json, alerts).
+# With TWILIO_ACCOUNT_SID, the telephony front (docs/telephony.md): the auth token in Secret Manager and
+# the webhook service's TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN (a secret reference) and PUBLIC_BASE_URL.
 # Sizes and settings not given keep what the services have. Never prints a secret.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -34,6 +39,9 @@ CLEANUP_SERVICE=${CLEANUP_SERVICE:-precall-cleanup}
 API_KEY_SECRET=${API_KEY_SECRET:-elevenlabs-api-key}
 WEBHOOK_SECRET_NAME=${WEBHOOK_SECRET_NAME:-elevenlabs-webhook-secret}
 INIT_SECRET_NAME=${INIT_SECRET_NAME:-precall-init-webhook-secret}
+TWILIO_SECRET_NAME=${TWILIO_SECRET_NAME:-twilio-auth-token}
+TWILIO_API_BASE_URL=${TWILIO_API_BASE_URL:-https://api.twilio.com}
+TWILIO_NUMBER=""
 SWEEP_SCHEDULE=${SWEEP_SCHEDULE:-*/30 * * * *}
 MODE=all
 
@@ -43,12 +51,23 @@ while [ $# -gt 0 ]; do
     --region) REGION=$2; shift 2 ;;
     --skip-build) MODE=infrastructure; shift ;;
     --redeploy) MODE=redeploy; shift ;;
+    --twilio-number) TWILIO_NUMBER=$2; shift 2 ;;
     -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see deploy/setup.sh --help)" >&2; exit 2 ;;
   esac
 done
 [ -n "$PROJECT_ID" ] || PROJECT_ID=$(gcloud config get project 2>/dev/null || true)
 [ -n "$PROJECT_ID" ] || { echo "set PROJECT_ID, pass --project, or run: gcloud config set project MY_PROJECT" >&2; exit 2; }
+TWILIO_ACCOUNT_SID=${TWILIO_ACCOUNT_SID:-}
+if [ -n "$TWILIO_ACCOUNT_SID" ] && ! [[ $TWILIO_ACCOUNT_SID =~ ^AC[0-9a-fA-F]{32}$ ]]; then
+  echo "TWILIO_ACCOUNT_SID must be AC followed by 32 hex digits (Twilio Console, Account Info)" >&2; exit 2
+fi
+if [ -n "$TWILIO_NUMBER" ] && { [ -z "$TWILIO_ACCOUNT_SID" ] || ! [[ $TWILIO_NUMBER =~ ^\+[1-9][0-9]{6,14}$ ]]; }; then
+  echo "--twilio-number needs TWILIO_ACCOUNT_SID and an E.164 number (+ and digits, e.g. +31201234567)" >&2; exit 2
+fi
+if [ -n "$TWILIO_ACCOUNT_SID" ] && [ "$MODE" = redeploy ]; then
+  echo "TWILIO_ACCOUNT_SID is set up without --redeploy (a redeploy keeps the service's Twilio settings)" >&2; exit 2
+fi
 
 G=(gcloud --project "$PROJECT_ID" --quiet)
 PROJECT_NUMBER=$("${G[@]}" projects describe "$PROJECT_ID" --format='value(projectNumber)')
@@ -93,6 +112,16 @@ ensure_topic() {
 render() {
   sed -e "s/precall-webhook/${WEBHOOK_SERVICE}/g" -e "s/precall-cleanup/${CLEANUP_SERVICE}/g" \
       -e "s/voice-events-cleanup/${SUBSCRIPTION}/g" "$1"
+}
+
+# Twilio's REST API with HTTP Basic auth; the credentials go to curl as a config on stdin, never in its
+# arguments (which `ps` shows). Prints the JSON answer; fails on an HTTP error.
+twilio_api() {  # path under /2010-04-01/Accounts/SID, then curl's data arguments (-G for a query)
+  local path=$1
+  shift
+  printf 'user = "%s:%s"\n' "$TWILIO_ACCOUNT_SID" "$TWILIO_AUTH_TOKEN" \
+    | curl --silent --show-error --fail --max-time 30 --config - "$@" \
+        "${TWILIO_API_BASE_URL%/}/2010-04-01/Accounts/${TWILIO_ACCOUNT_SID}${path}"
 }
 
 json_field() {  # file, top-level string field
@@ -149,13 +178,18 @@ if [ -z "${INIT_WEBHOOK_SECRET:-}" ] && ! "${G[@]}" secrets describe "$INIT_SECR
   INIT_WEBHOOK_SECRET=$(random_secret)  # generated once, kept in Secret Manager
 fi
 ensure_secret "$INIT_SECRET_NAME" INIT_WEBHOOK_SECRET
+if [ -n "$TWILIO_ACCOUNT_SID" ]; then
+  ensure_secret "$TWILIO_SECRET_NAME" TWILIO_AUTH_TOKEN
+fi
 
 step "Service accounts, least privilege"
 ensure_sa precall-webhook "Pre-call webhook (Cloud Run)"
 ensure_sa precall-cleanup "Voice cleanup (Cloud Run)"
 ensure_sa precall-push "Pub/Sub push identity for voice cleanup"
 ensure_sa precall-build "Cloud Build: builds and deploys the pre-call services"
-for secret in "$API_KEY_SECRET" "$WEBHOOK_SECRET_NAME" "$INIT_SECRET_NAME"; do
+webhook_secrets=("$API_KEY_SECRET" "$WEBHOOK_SECRET_NAME" "$INIT_SECRET_NAME")
+if [ -n "$TWILIO_ACCOUNT_SID" ]; then webhook_secrets+=("$TWILIO_SECRET_NAME"); fi
+for secret in "${webhook_secrets[@]}"; do
   "${G[@]}" secrets add-iam-policy-binding "$secret" --member="serviceAccount:$WEBHOOK_SA" \
     --role=roles/secretmanager.secretAccessor >/dev/null
 done
@@ -197,6 +231,15 @@ fi
 
 WEBHOOK_URL=$("${G[@]}" run services describe "$WEBHOOK_SERVICE" --region="$REGION" --format='value(status.url)')
 CLEANUP_URL=$("${G[@]}" run services describe "$CLEANUP_SERVICE" --region="$REGION" --format='value(status.url)')
+
+if [ -n "$TWILIO_ACCOUNT_SID" ]; then
+  step "Telephony front on $WEBHOOK_SERVICE: TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN ($TWILIO_SECRET_NAME), PUBLIC_BASE_URL"
+  # Twilio signs the https URL it called; behind Cloud Run's TLS the service needs to be told it (docs/telephony.md).
+  # Settings made here survive redeploys (deploy_services.sh only adds to them).
+  "${G[@]}" run services update "$WEBHOOK_SERVICE" --region="$REGION" \
+    --update-env-vars="TWILIO_ACCOUNT_SID=${TWILIO_ACCOUNT_SID},PUBLIC_BASE_URL=${WEBHOOK_URL}" \
+    --update-secrets="TWILIO_AUTH_TOKEN=${TWILIO_SECRET_NAME}:latest" >/dev/null
+fi
 
 step "Access: $WEBHOOK_SERVICE public (it checks signatures itself), $CLEANUP_SERVICE only for $PUSH_SA"
 # Disabling the invoker check (rather than granting allUsers) also works under domain-restricted sharing.
@@ -289,6 +332,23 @@ echo "    gcloud secrets versions access latest --secret=$INIT_SECRET_NAME --pro
 echo "    ${WEBHOOK_URL}/conversation-init"
 echo "  voice samples from your telephony side (signed, with call_sid): ${WEBHOOK_URL}/webhook"
 echo "  health check: ${WEBHOOK_URL}/healthz    dashboard: Monitoring > Dashboards > $dashboard_name"
+if [ -n "$TWILIO_ACCOUNT_SID" ] && [ -n "$TWILIO_NUMBER" ]; then
+  [ -n "${TWILIO_AUTH_TOKEN:-}" ] \
+    || TWILIO_AUTH_TOKEN=$("${G[@]}" secrets versions access latest --secret="$TWILIO_SECRET_NAME")
+  number_sid=$(twilio_api /IncomingPhoneNumbers.json -G --data-urlencode "PhoneNumber=$TWILIO_NUMBER" \
+    | python3 -c 'import json, sys; print(next((n["sid"] for n in json.load(sys.stdin)["incoming_phone_numbers"]), ""))')
+  [ -n "$number_sid" ] || { echo "Twilio account $TWILIO_ACCOUNT_SID has no number $TWILIO_NUMBER" >&2; exit 1; }
+  twilio_api "/IncomingPhoneNumbers/${number_sid}.json" --data-urlencode "VoiceUrl=${WEBHOOK_URL}/twilio/voice" \
+    --data-urlencode VoiceMethod=POST --data-urlencode "StatusCallback=${WEBHOOK_URL}/twilio/status" \
+    --data-urlencode StatusCallbackMethod=POST >/dev/null
+  echo "  Twilio number $TWILIO_NUMBER ($number_sid) now sends calls to the service (HTTP POST):"
+  echo "    voice URL ${WEBHOOK_URL}/twilio/voice, status callback ${WEBHOOK_URL}/twilio/status"
+elif [ -n "$TWILIO_ACCOUNT_SID" ]; then
+  echo "  Twilio number (Console → Phone Numbers → your number → Voice Configuration), both HTTP POST:"
+  echo "    A call comes in, Webhook:  ${WEBHOOK_URL}/twilio/voice"
+  echo "    Call status changes:       ${WEBHOOK_URL}/twilio/status"
+  echo "    (or rerun with --twilio-number +31... to set them through Twilio's API)"
+fi
 if [ "$GENERATED_WEBHOOK_SECRET" = true ]; then
   echo
   echo "  NEXT: the webhook secret is a temporary one. Create the post-call webhook in ElevenLabs with the URL"

@@ -6,7 +6,7 @@
 #
 # Before: make sure no call is live and run `python -m cleanup status` with the production key:
 # clones still in the ElevenLabs account are not touched here (python -m cleanup sweep --apply
-# deletes the overdue ones). --keep-secrets keeps the three secrets (for a later setup.sh).
+# deletes the overdue ones). --keep-secrets keeps the secrets (for a later setup.sh).
 # Services, names and the region are read from the same variables as setup.sh.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -22,6 +22,7 @@ CLEANUP_SERVICE=${CLEANUP_SERVICE:-precall-cleanup}
 API_KEY_SECRET=${API_KEY_SECRET:-elevenlabs-api-key}
 WEBHOOK_SECRET_NAME=${WEBHOOK_SECRET_NAME:-elevenlabs-webhook-secret}
 INIT_SECRET_NAME=${INIT_SECRET_NAME:-precall-init-webhook-secret}
+TWILIO_SECRET_NAME=${TWILIO_SECRET_NAME:-twilio-auth-token}
 ASSUME_YES=false
 KEEP_SECRETS=false
 
@@ -92,7 +93,7 @@ done
 
 if [ "$KEEP_SECRETS" = false ]; then
   step "Secrets"
-  for secret in "$API_KEY_SECRET" "$WEBHOOK_SECRET_NAME" "$INIT_SECRET_NAME"; do
+  for secret in "$API_KEY_SECRET" "$WEBHOOK_SECRET_NAME" "$INIT_SECRET_NAME" "$TWILIO_SECRET_NAME"; do
     gone secrets delete "$secret"
   done
 fi

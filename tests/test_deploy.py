@@ -16,6 +16,7 @@ import requests
 import yaml
 
 from sandbox.processes import ROOT, free_port, wait_for_http
+from sandbox.twilio_server import SANDBOX_ACCOUNT_SID, FakeTwilio
 from tests.conftest import API_KEY, wait_until
 from tests.gcloud_cli import (
     calls_of,
@@ -183,6 +184,90 @@ def test_setup_without_a_build_rolls_the_services_onto_a_changed_secret(tmp_path
     assert calls_of(calls, "builds", "submit") == []
     rolled = [c[3] for c in calls_of(calls, "run", "services", "update") if flag(c, "--update-labels")]
     assert rolled == ["precall-webhook", "precall-cleanup"]
+
+
+TWILIO_TOKEN = "twilio_token_never_printed"
+SERVICE_URL = "https://precall-webhook-abc.a.run.app"  # what the fake gcloud answers for the webhook's URL
+
+
+@needs_gcloud
+def test_setup_with_twilio_stores_the_token_sets_the_service_and_prints_the_urls_to_paste(tmp_path):
+    result, calls = setup(tmp_path, "fresh", TWILIO_ACCOUNT_SID=SANDBOX_ACCOUNT_SID, TWILIO_AUTH_TOKEN=TWILIO_TOKEN)
+    assert result.returncode == 0, result.stderr
+    assert TWILIO_TOKEN not in result.stdout + result.stderr and not [c for c in calls if TWILIO_TOKEN in " ".join(c)]
+    assert "twilio-auth-token" in [c[2] for c in calls_of(calls, "secrets", "create")]
+    [access] = [c for c in calls_of(calls, "secrets", "add-iam-policy-binding") if c[2] == "twilio-auth-token"]
+    assert flag(access, "--member") == "serviceAccount:precall-webhook@my-project.iam.gserviceaccount.com"
+    [front] = [c for c in calls_of(calls, "run", "services", "update") if flag(c, "--update-secrets")]
+    assert front[3] == "precall-webhook"
+    assert env_vars(["--update-env-vars=" + flag(front, "--update-env-vars")]) == {
+        "TWILIO_ACCOUNT_SID": SANDBOX_ACCOUNT_SID, "PUBLIC_BASE_URL": SERVICE_URL}
+    assert flag(front, "--update-secrets") == "TWILIO_AUTH_TOKEN=twilio-auth-token:latest"
+    assert f"A call comes in, Webhook:  {SERVICE_URL}/twilio/voice" in result.stdout
+    assert f"Call status changes:       {SERVICE_URL}/twilio/status" in result.stdout
+    assert [p for call in calls for p in problems_with(call)] == []
+
+
+@needs_gcloud
+def test_setup_without_twilio_leaves_the_telephony_front_alone(tmp_path):
+    result, calls = setup(tmp_path, "existing")
+    assert result.returncode == 0, result.stderr
+    assert not [c for c in calls if "twilio-auth-token" in " ".join(c) or "TWILIO" in " ".join(c)]
+    assert "/twilio/voice" not in result.stdout
+
+
+@needs_gcloud
+def test_setup_adds_a_twilio_token_version_only_when_the_token_changed(tmp_path):
+    same, calls = setup(tmp_path, "existing", TWILIO_ACCOUNT_SID=SANDBOX_ACCOUNT_SID, TWILIO_AUTH_TOKEN="old-value")
+    assert same.returncode == 0, same.stderr
+    assert calls_of(calls, "secrets", "versions", "add") == []
+    changed, calls = setup(tmp_path, "existing", TWILIO_ACCOUNT_SID=SANDBOX_ACCOUNT_SID, TWILIO_AUTH_TOKEN=TWILIO_TOKEN)
+    assert changed.returncode == 0, changed.stderr
+    assert [c[3] for c in calls_of(calls, "secrets", "versions", "add")] == ["twilio-auth-token"]
+
+
+@pytest.fixture
+def twilio_account():
+    """The local Twilio whose auth token is what the fake gcloud's Secret Manager holds ("old-value")."""
+    server = FakeTwilio(auth_token="old-value").start()
+    yield server
+    server.stop()
+
+
+@needs_gcloud
+def test_setup_with_a_twilio_number_points_it_at_the_service_through_twilios_api(tmp_path, twilio_account):
+    other = twilio_account.add_number("+31207654321", "https://elsewhere.example.com/voice", "")
+    sid = twilio_account.add_number("+31201234567", "https://old-ivr.example.com/answer", "")
+    twilio_account.numbers[sid]["voice_method"] = "GET"
+    # No TWILIO_AUTH_TOKEN here: setup reads it from Secret Manager to call Twilio.
+    result, _ = setup(tmp_path, "existing", "--skip-build", "--twilio-number", "+31201234567",
+                      TWILIO_ACCOUNT_SID=twilio_account.account_sid, TWILIO_API_BASE_URL=twilio_account.url)
+    assert result.returncode == 0, result.stderr
+    number = twilio_account.numbers[sid]
+    assert (number["voice_url"], number["voice_method"], number["status_callback"], number["status_callback_method"]) == \
+        (SERVICE_URL + "/twilio/voice", "POST", SERVICE_URL + "/twilio/status", "POST")
+    assert twilio_account.numbers[other]["voice_url"] == "https://elsewhere.example.com/voice"  # only the one named
+    assert all(r.headers["authorization"].startswith("Basic ") for r in twilio_account.requests)
+    assert f"Twilio number +31201234567 ({sid}) now sends calls to the service" in result.stdout
+    assert "old-value" not in result.stdout + result.stderr
+
+
+@needs_gcloud
+def test_setup_with_a_number_the_account_does_not_have_fails_naming_it(tmp_path, twilio_account):
+    result, _ = setup(tmp_path, "existing", "--skip-build", "--twilio-number", "+31200000000",
+                      TWILIO_ACCOUNT_SID=twilio_account.account_sid, TWILIO_API_BASE_URL=twilio_account.url)
+    assert result.returncode == 1 and "has no number +31200000000" in result.stderr
+
+
+@pytest.mark.parametrize("args, env, named", [
+    (["--twilio-number", "+31201234567"], {}, "--twilio-number needs TWILIO_ACCOUNT_SID"),
+    ([], {"TWILIO_ACCOUNT_SID": "AC123"}, "TWILIO_ACCOUNT_SID must be AC followed by 32 hex digits"),
+    (["--redeploy"], {"TWILIO_ACCOUNT_SID": SANDBOX_ACCOUNT_SID}, "without --redeploy"),
+])
+def test_setup_refuses_a_twilio_setting_it_cannot_use_before_touching_anything(tmp_path, args, env, named):
+    result, calls = setup(tmp_path, "existing", *args, **env)
+    assert result.returncode == 2 and named in result.stderr
+    assert [without_globals(c)[:2] for c in calls] == [["config", "get"]] or calls == []
 
 
 @needs_gcloud
