@@ -1,6 +1,8 @@
 """The metrics, dashboard and alerts `deploy/setup.sh` creates, checked against what the service really
 logs: the service runs (in-process, against the local ElevenLabs) through a success, a failed agent
-update, a failed clone, a bad signature, a post-call deletion and a sweep; its stdout lines, shaped as
+update, a failed clone, a bad signature, a post-call deletion and a sweep, and (functions-framework,
+the local Twilio) through three phone calls: one in the caller's voice, one refused consent, one whose
+clone ElevenLabs refuses; its stdout lines, shaped as
 Cloud Run stores them, must be matched by every log-based metric's filter; the dashboard and the alert
 policies may only use metrics that setup creates, with labels those metrics have."""
 
@@ -16,9 +18,13 @@ from typing import Any
 import pytest
 import yaml
 
+from sandbox.processes import FunctionServer
+from sandbox.twilio_server import Caller, FakeTwilio
 from tests.conftest import json_body, post_signed, seed_clone, wait_until
 from tests.gcloud_cli import documented_gcloud_commands
 from tests.log_filter import FilterSyntaxError, field, log_entry, matches
+from tests.telephony_stack import SAMPLE, dial, log_lines, telephony_agent
+from tests.telephony_stack import service_env as telephony_env
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -53,8 +59,26 @@ def run_the_service(make_client, fake, audio_files, capsys) -> list[dict[str, An
     with fake.lock:
         fake.convai_settings["webhooks"]["post_call_webhook_id"] = disabled
     sys.modules["main"].runtime().cleanup.handle({"event_type": "sweep"})  # as Cloud Scheduler's message does
-    lines = capsys.readouterr().out.splitlines()
+    lines = capsys.readouterr().out.splitlines() + run_the_telephony_front(fake)
     return [entry for entry in (log_entry(line, "precall-webhook") for line in lines) if entry is not None]
+
+
+def run_the_telephony_front(fake) -> list[str]:
+    """Three Twilio calls through the real server: in the caller's voice, consent refused, clone refused."""
+    twilio = FakeTwilio().start()
+    telephony_agent(fake)
+    server = FunctionServer("precall_webhook", telephony_env(fake, twilio)).start()
+    try:
+        dial(twilio, server, Caller(speech=[SAMPLE]))
+        dial(twilio, server, Caller(digits="2", speech=[SAMPLE]))
+        fake.inject("POST", "/v1/voices/add", status=400, body=fake.error("invalid_sample", "The sample could not be used"))
+        dial(twilio, server, Caller(speech=[SAMPLE]))
+        wait_until(lambda: len(log_lines(server, "twilio_call_connected")) == 3
+                   and len(log_lines(server, "twilio_recording_deleted")) >= 1)
+        return server.logs().splitlines()
+    finally:
+        server.stop()
+        twilio.stop()
 
 
 @pytest.fixture
@@ -115,7 +139,7 @@ def monitoring_references(document: Any) -> list[tuple[str, set[str]]]:
             for key in ("filter", "denominatorFilter"):
                 if isinstance(node.get(key), str):
                     [metric_type] = re.findall(r'metric\.type="([^"]+)"', node[key])
-                    named = set(re.findall(r'metric\.labels?\."?(\w+)"?\s*=', node[key]))
+                    named = set(re.findall(r'metric\.labels?\."?(\w+)"?\s*!?=', node[key]))
                     found.append((metric_type, named | here))
             for value in node.values():
                 walk(value, here)
@@ -147,7 +171,8 @@ def test_the_dashboard_shows_only_metrics_setup_creates_and_all_of_them():
     titles = [tile["widget"]["title"] for tile in DASHBOARD["mosaicLayout"]["tiles"]]
     assert len(titles) == len(set(titles))
     for title in ("Clone success rate", "Pre-call processing time", "Agent update success rate (patch mode)",
-                  "Warnings and errors by type", "ElevenLabs API response time (p95) by endpoint"):
+                  "Warnings and errors by type", "ElevenLabs API response time (p95) by endpoint",
+                  "Twilio caller's wait on hold (end of recording to connected)", "Twilio fallbacks by reason"):
         assert title in titles  # the panels an operator looks at first
 
 
@@ -172,7 +197,38 @@ def test_the_alerts_cover_overdue_clones_full_slots_and_the_error_rate():
     used = {metric_type.removeprefix(USER_METRIC) for policy in ALERTS.values()
             for metric_type, _ in monitoring_references(policy)}
     assert {"precall_clones_overdue", "precall_voice_slots_used", "precall_voice_limit", "precall_voice_clones",
-            "run.googleapis.com/request_count", "precall_postcall_webhook_unhealthy"} <= used
+            "run.googleapis.com/request_count", "precall_postcall_webhook_unhealthy", "precall_twilio_calls_connected"} <= used
+
+
+def metric_points(name: str, entries: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The label values a log-based metric records for the lines its filter matches (EXTRACT of a JSON
+    boolean gives "true" / "false")."""
+    metric = METRICS[name]
+    points = []
+    for entry in (e for e in entries if matches(metric["filter"], e)):
+        values = {label: field(entry, extracted_field(extractor)) for label, extractor in metric["labelExtractors"].items()}
+        points.append({k: ("" if v is None else str(v).lower() if isinstance(v, bool) else str(v)) for k, v in values.items()})
+    return points
+
+
+def selected(monitoring_filter: str, points: list[dict[str, str]]) -> list[dict[str, str]]:
+    conditions = re.findall(r'metric\.label\."(\w+)"(!?=)"([^"]*)"', monitoring_filter)
+    return [p for p in points if all((p.get(k) == v) == (op == "=") for k, op, v in conditions)]
+
+
+def test_the_own_voice_alert_counts_consented_calls_connected_without_their_clone(service_logs):
+    [condition] = ALERTS["twilio-own-voice-fallbacks.json"]["conditions"]
+    threshold = condition["conditionThreshold"]
+    points = metric_points("precall_twilio_calls_connected", service_logs)
+    assert sorted((p["via"], p["clone_used"]) for p in points) == [("consent_refused", "false"), ("recording", "false"),
+                                                                  ("recording", "true")]
+    numerator, denominator = selected(threshold["filter"], points), selected(threshold["denominatorFilter"], points)
+    assert (len(numerator), len(denominator)) == (1, 2)  # the refusal is the caller's choice, not counted
+    assert len(numerator) / len(denominator) > threshold["thresholdValue"] == 0.1
+    fallbacks = {p["reason"] for p in metric_points("precall_twilio_fallbacks", service_logs)}
+    assert {"consent_refused", "clone_failed"} <= fallbacks
+    waits = [field(e, "jsonPayload.wait_ms") for e in service_logs if matches(METRICS["precall_twilio_wait_time"]["filter"], e)]
+    assert len(waits) == 2 and all(w >= 0 for w in waits)
 
 
 def test_the_documented_log_queries_parse_and_name_events_the_service_writes(service_logs):
