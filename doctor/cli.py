@@ -102,6 +102,8 @@ def _configure(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Settin
     number = re.sub(r"[\s().-]", "", args.twilio_number) if args.twilio_number else None
     if number is not None and not _PHONE_NUMBER.fullmatch(number):
         raise ConfigError("--twilio-number", "must be an E.164 number: + and the country code, e.g. +31201234567")
+    if number is not None and not settings.telephony_enabled:
+        raise ConfigError("--twilio-number", "needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (the telephony front's account)")
     return settings, Options(agent_id, args.service_url.rstrip("/") if args.service_url else None, args.probe_labels,
                              args.slot_margin, args.timeout, number)
 

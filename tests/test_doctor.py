@@ -393,6 +393,7 @@ def test_cli_json_prints_only_the_document_and_exits_by_the_worst_line(ready, en
     ({"ELEVENLABS_AGENT_ID": ""}, [], "ELEVENLABS_AGENT_ID"),
     ({"AGENT_UPDATE_MODE": "sometimes"}, [], "AGENT_UPDATE_MODE"),
     ({}, ["--service-url", "ftp://precall"], "--service-url"),
+    ({}, ["--twilio-number", "+31201234567"], "--twilio-number: needs TWILIO_ACCOUNT_SID"),
 ])
 def test_a_missing_or_malformed_setting_is_a_configuration_error(fake, env, change, args, named):
     result = run_cli({**env, **change}, "--json", *args)
