@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -14,18 +14,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy
+
 from voiceclone import events
 from voiceclone.clones import Clone, CloneInventory
 from voiceclone.config import Settings
 from voiceclone.deadline import Deadline, DeadlineExceeded
 from voiceclone.elevenlabs_client import ElevenLabsClient, ElevenLabsError, NewVoice
-from voiceclone.errors import UpstreamTimeout, VoiceCloningFailed
+from voiceclone.errors import SampleQualityTooLow, UpstreamTimeout, VoiceCloningFailed
 from voiceclone.logs import get_logger, log_event
 from voiceclone.naming import caller_ref, clone_description, clone_labels, voice_name
 from voiceclone.pools import start_threads
 from voiceclone.sinks import EventSink
 
-from . import audio
+from . import audio, quality, vad
 from .greeting import greeting, mask_name
 from .outcome import CloneOutcome
 from .payload import PrecallRequest
@@ -50,6 +52,20 @@ class _Cloned:
     name: str
     reused: bool
     event: dict[str, Any] | None  # voice.created to publish for a clone this call made
+
+
+@dataclass(frozen=True)
+class ValidSample:
+    """A sample that passed validation (and the quality gate, unless it is off or only reports).
+
+    Iterates as `(data, format)`, so `data, fmt = service.validate_sample(request)` reads as before."""
+
+    data: bytes
+    format: audio.AudioFormat
+    quality: quality.QualityReport | None  # None with SAMPLE_QUALITY_GATE=off
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.data, self.format))
 
 
 class PrecallService:
@@ -77,6 +93,8 @@ class PrecallService:
         """Start the side threads now, in the background, in the process that serves (after
         gunicorn's fork): one per request thread at the default `THREADS`, ready for a burst."""
         start_threads(self._pool, SIDE_THREADS_STARTED_AHEAD)
+        if self._settings.measures_quality:
+            self._pool.submit(vad.speech_detector.load)  # the first sample need not wait for the model
 
     @property
     def inventory(self) -> CloneInventory:
@@ -86,25 +104,47 @@ class PrecallService:
         """The keyed hash that stands for a phone number (SPEC 4.1); None without a number."""
         return caller_ref(self._settings.webhook_secrets[0], caller_id) if caller_id else None
 
-    def validate_sample(self, request: PrecallRequest) -> tuple[bytes, audio.AudioFormat]:
-        """Format from the bytes and measured duration; trimmed if configured."""
+    def validate_sample(self, request: PrecallRequest) -> ValidSample:
+        """Format from the bytes, measured duration, then the quality gate (before anything reaches
+        ElevenLabs, so a refused sample spends no voice slot); trimmed if configured.
+
+        Raises `SampleQualityTooLow` with `SAMPLE_QUALITY_GATE=enforce` when the sample fails."""
         data = request.sample.data
         fmt = audio.sniff_format(data)
-        probe = audio.probe(data, fmt, self._settings.min_sample_seconds)
+        keep = quality.MAX_ANALYSED_SECONDS if self._settings.measures_quality else 0.0
+        probe = audio.probe(data, fmt, self._settings.min_sample_seconds, keep_seconds=keep)
+        report = self._gate(request, probe.samples, probe.sample_rate) if probe.samples is not None else None
         limit = self._settings.clone_sample_max_seconds
         if limit > 0 and probe.declared_seconds > limit:
             data = audio.trim(data, fmt, limit)
         if self._settings.debug_sample_dir:
             _write_debug_sample(self._settings.debug_sample_dir, request.conversation_id, fmt, data)
-        return data, fmt
+        return ValidSample(data, fmt, report)
+
+    def _gate(self, request: PrecallRequest, samples: numpy.ndarray, sample_rate: int) -> quality.QualityReport:
+        """Measure, log the numbers (`sample_quality`), and refuse when enforcing."""
+        started = time.monotonic()
+        report = quality.measure(samples, sample_rate, self._settings.min_speech_seconds)
+        refused = bool(report.reasons) and self._settings.enforces_quality
+        log_event(_log, logging.WARNING if report.reasons else logging.INFO,
+                  "Voice sample refused by the quality gate" if refused else "Voice sample quality measured",
+                  "sample_quality", conversation_id=request.conversation_id, gate=self._settings.sample_quality_gate,
+                  verdict="refused" if refused else ("would_refuse" if report.reasons else "accepted"),
+                  reason=report.reasons[0] if report.reasons else "", gate_ms=round((time.monotonic() - started) * 1000, 1),
+                  **report.as_dict())
+        if refused:
+            raise SampleQualityTooLow(_refusal_message(report), report.reasons, report.as_dict())
+        return report
 
     def handle(self, request: PrecallRequest, started: float) -> CloneOutcome:
         """Validate, then clone once per conversation (concurrent duplicates share the work)."""
-        sample, fmt = self.validate_sample(request)
+        valid = self.validate_sample(request)
         deadline = Deadline(self._settings.request_deadline_seconds - (time.monotonic() - started))
-        return self._flights.run(request.conversation_id, lambda: self._clone_and_update(request, sample, fmt, deadline))
+        return self._flights.run(request.conversation_id,
+                                 lambda: self._clone_and_update(request, valid.data, valid.format, deadline, valid.quality))
 
-    def _clone_and_update(self, request: PrecallRequest, sample: bytes, fmt: audio.AudioFormat, deadline: Deadline) -> CloneOutcome:
+    def _clone_and_update(self, request: PrecallRequest, sample: bytes, fmt: audio.AudioFormat, deadline: Deadline,
+                          report: quality.QualityReport | None) -> CloneOutcome:
         """Nothing waits that need not: the duplicate look-up runs beside the clone, and the event is
         published beside the agent PATCH (the answer waits for both: Cloud Run may throttle the CPU
         once it is sent)."""
@@ -122,7 +162,7 @@ class PrecallService:
         if published is not None:
             published.result()
         return CloneOutcome(request.conversation_id, request.agent_id, clone.voice_id, clone.name, agent_updated,
-                            first_message, request.caller, clone.reused, timings)
+                            first_message, request.caller, clone.reused, timings, report)
 
     @staticmethod
     def _timed(timings: dict[str, int], key: str, step: Callable[..., T], *args: object) -> T:
@@ -271,6 +311,21 @@ class PrecallService:
                       "voice. Use AGENT_UPDATE_MODE=override with /conversation-init to avoid it.",
                       "agent_patch_overlap", agent_id=request.agent_id, conversation_id=request.conversation_id,
                       previous_conversation_id=previous[1], seconds_since_previous=round(now - previous[0], 1))
+
+
+# What a caller can do about each reason, for the error message (the codes are in `reasons`).
+_ADVICE = {
+    "too_little_speech": "too little speech (record the caller speaking, not music, tones or silence)",
+    "keypad_tones": "keypad tones (record without pressing keys)",
+    "clipped": "clipped (record at a lower level)",
+    "too_quiet": "too quiet (record closer to the microphone or at a higher level)",
+    "too_noisy": "too noisy (record somewhere quieter, without music or television)",
+}
+
+
+def _refusal_message(report: quality.QualityReport) -> str:
+    return (f"The voice sample cannot make a good clone: {'; '.join(_ADVICE[r] for r in report.reasons)}. "
+            f"{report.speech_seconds:g} s of speech found in the first {report.analysed_seconds:g} s.")
 
 
 def _file_stem(request: PrecallRequest) -> str:

@@ -48,7 +48,7 @@ def test_undecodable_bytes_in_a_supported_container_are_invalid_audio(client, fa
 
 
 def test_min_sample_seconds_is_configurable(make_client, fake, audio_files):
-    client = make_client(MIN_SAMPLE_SECONDS="1")
+    client = make_client(MIN_SAMPLE_SECONDS="1", MIN_SPEECH_SECONDS="1")  # 1.5 s of audio holds 1.15 s of speech
     assert post_signed(client, "/webhook", json_body(audio_files["wav_1_5s"].read_bytes())).status_code == 200
 
 
