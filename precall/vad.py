@@ -25,7 +25,7 @@ SAMPLE_RATE = 8000
 FRAME_SAMPLES = 256  # the model's step at 8 kHz: 32 ms
 FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
 SEGMENT_FRAMES = 16  # 0.5 s per batch row
-WARM_UP_FRAMES = 3  # frames of the audio before a segment, run and discarded, so its state has settled
+WARM_UP_FRAMES = 5  # frames of the audio before a segment, run and discarded, so its state has settled
 _CONTEXT_SAMPLES = 32  # the model reads the last 32 samples of the previous step with each step
 _STATE_SHAPE = (2, 128)  # the LSTM's (h, c) per batch row
 MODEL_PATH = Path(__file__).with_name("data") / "silero_vad.onnx"
@@ -35,8 +35,9 @@ class SpeechDetector:
     """Speech probability (0..1) of each 32 ms frame. Thread-safe: onnxruntime sessions may be run
     from many threads at once; the model is loaded on first use, once."""
 
-    def __init__(self, model_path: Path = MODEL_PATH) -> None:
+    def __init__(self, model_path: Path = MODEL_PATH, segment_frames: int = SEGMENT_FRAMES) -> None:
         self._model_path = model_path
+        self.segment_frames = segment_frames
         self._session: object | None = None
         self._lock = threading.Lock()
 
@@ -55,32 +56,33 @@ class SpeechDetector:
 
     def probabilities(self, samples: numpy.ndarray, wanted: numpy.ndarray | None = None) -> numpy.ndarray:
         """One probability per whole frame of 8 kHz mono `samples`; segments whose entry in `wanted`
-        (one bool per `SEGMENT_FRAMES` frames) is False are not run and read 0."""
+        (one bool per `segment_frames` frames) is False are not run and read 0."""
+        size = self.segment_frames
         frames = len(samples) // FRAME_SAMPLES
-        segments = -(-frames // SEGMENT_FRAMES)
-        result = numpy.zeros(segments * SEGMENT_FRAMES, numpy.float32)
+        segments = -(-frames // size)
+        result = numpy.zeros(segments * size, numpy.float32)
         chosen = numpy.flatnonzero(numpy.ones(segments, bool) if wanted is None else wanted[:segments])
         if frames == 0 or len(chosen) == 0:
             return result[:frames]
         self.load()
         step = FRAME_SAMPLES
         warm = WARM_UP_FRAMES * step
-        padded = numpy.zeros(warm + segments * SEGMENT_FRAMES * step, numpy.float32)
+        padded = numpy.zeros(warm + segments * size * step, numpy.float32)
         padded[warm:warm + frames * step] = samples[:frames * step]
-        width = warm + SEGMENT_FRAMES * step
-        batch = numpy.stack([padded[s * SEGMENT_FRAMES * step: s * SEGMENT_FRAMES * step + width] for s in chosen])
+        width = warm + size * step
+        batch = numpy.stack([padded[s * size * step: s * size * step + width] for s in chosen])
         rows = len(chosen)
         state = numpy.zeros((_STATE_SHAPE[0], rows, _STATE_SHAPE[1]), numpy.float32)
         context = numpy.zeros((rows, _CONTEXT_SAMPLES), numpy.float32)
         rate = numpy.array(SAMPLE_RATE, dtype=numpy.int64)
-        outputs = numpy.empty((rows, SEGMENT_FRAMES), numpy.float32)
-        for index in range(WARM_UP_FRAMES + SEGMENT_FRAMES):
+        outputs = numpy.empty((rows, size), numpy.float32)
+        for index in range(WARM_UP_FRAMES + size):
             window = numpy.concatenate([context, batch[:, index * step:(index + 1) * step]], axis=1)
             probability, state = self._session.run(None, {"input": window, "state": state, "sr": rate})  # type: ignore[attr-defined]
             context = window[:, -_CONTEXT_SAMPLES:]
             if index >= WARM_UP_FRAMES:
                 outputs[:, index - WARM_UP_FRAMES] = probability[:, 0]
-        result.reshape(segments, SEGMENT_FRAMES)[chosen] = outputs
+        result.reshape(segments, size)[chosen] = outputs
         return result[:frames]
 
 

@@ -2,9 +2,9 @@
 
 Speech comes from espeak-ng (several voices and languages) and the bundled `samples/sample.wav`;
 signals that are not speech (hold music, keypad tones, ring-back, busy tone, hum, test tone) are
-synthesised with numpy from their published definitions; ffmpeg encodes every file the way it
-reaches the service: 8 kHz µ-law band-limited to 300-3400 Hz (a phone line), 16 kHz PCM WAV and
-44.1 kHz MP3.
+synthesised with numpy from their published definitions; libsndfile's encoders (its µ-law and PCM
+writers, LAME for MP3) encode every file the way it reaches the service: 8 kHz µ-law band-limited
+to 300-3400 Hz (a phone line), 16 kHz PCM WAV and 44.1 kHz MP3.
 
 Each file's name says what the gate must answer: `good-ok-...` is accepted, `bad-REASON-...` is
 refused with REASON among its reasons. Noisy speech: mixed at 20 and 10 dB SNR (speech power over
@@ -17,6 +17,7 @@ writes them to DIR to listen to.
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy
 import soundfile
+import soxr
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_SAMPLE = ROOT / "samples" / "sample.wav"
@@ -55,22 +57,15 @@ class CorpusFile:
         return self.path.name
 
 
-def _ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *args], check=True)
+def _espeak(voice: str, text: str) -> numpy.ndarray:
+    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "--stdout", text], check=True, capture_output=True).stdout
+    return _read(io.BytesIO(wav))
 
 
-def _espeak(voice: str, text: str, work: Path) -> numpy.ndarray:
-    raw = work / f"espeak-{voice}.wav"
-    subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text], check=True)
-    return _read(raw)
-
-
-def _read(path: Path) -> numpy.ndarray:
-    """A file as float samples at RATE (ffmpeg resamples)."""
-    out = path.with_suffix(".16k.wav")
-    _ffmpeg("-i", str(path), "-ar", str(RATE), "-ac", "1", "-c:a", "pcm_f32le", str(out))
-    samples, _ = soundfile.read(out, dtype="float32")
-    return samples
+def _read(source: Path | io.BytesIO) -> numpy.ndarray:
+    """A file as mono float samples at RATE."""
+    samples, rate = soundfile.read(source, dtype="float32", always_2d=True)
+    return soxr.resample(samples.mean(axis=1), rate, RATE).astype(numpy.float32)
 
 
 def _rms_db(x: numpy.ndarray) -> float:
@@ -135,7 +130,7 @@ def _dtmf(digits: str, on: float = 0.1, off: float = 0.1, dbfs: float = -10) -> 
     return numpy.concatenate(parts)
 
 
-def _hold_music(seconds: float, bpm: float, seed: int) -> numpy.ndarray:
+def hold_music(seconds: float, bpm: float, seed: int) -> numpy.ndarray:
     """Chords with rhythm: a I-V-vi-IV progression of harmonic-rich notes, a bass line and hi-hat
     noise bursts on the beat, like a synthesised on-hold loop."""
     rng = numpy.random.default_rng(seed)
@@ -161,48 +156,42 @@ def _hold_music(seconds: float, bpm: float, seed: int) -> numpy.ndarray:
     return _at_level(out, -18)
 
 
-def _render(x: numpy.ndarray, path: Path, rendering: str, work: Path, gain_db: float = 0.0) -> Path:
-    """Encode as it would arrive: a phone line (µ-law), a 16 kHz WAV, or a 44.1 kHz MP3. `gain_db`
-    overdrives the last stage: the µ-law or PCM encoder saturates (flat runs at its own maximum),
-    while an MP3 gets samples clipped by the recorder before the encoder."""
-    source = work / f"{path.stem}.src.wav"
-    if rendering == "mp3":
-        x = numpy.clip(x * 10 ** (gain_db / 20), -1, 1)
-    soundfile.write(source, x, RATE, subtype="FLOAT")
-    gain = f"volume={gain_db}dB"
+def _render(x: numpy.ndarray, path: Path, rendering: str, gain_db: float = 0.0) -> Path:
+    """Encode as it would arrive: a phone line (300-3400 Hz, 8 kHz µ-law), a 16 kHz PCM WAV, or a
+    44.1 kHz MP3 (LAME), with libsndfile's encoders. `gain_db` overdrives the recorder: samples past
+    full scale are clipped before the encoder, as an ADC or a µ-law encoder saturates."""
     if rendering == "tel":
-        out = path.with_suffix(".wav")
-        _ffmpeg("-i", str(source), "-af", f"highpass=f=300,lowpass=f=3400,{gain}", "-ar", "8000", "-c:a", "pcm_mulaw", str(out))
+        x = soxr.resample(_phone_band(x), RATE, 8000)
+        rate, suffix, subtype = 8000, ".wav", "ULAW"
     elif rendering == "wb16":
-        out = path.with_suffix(".wav")
-        _ffmpeg("-i", str(source), "-af", gain, "-c:a", "pcm_s16le", str(out))
+        rate, suffix, subtype = RATE, ".wav", "PCM_16"
     else:
-        out = path.with_suffix(".mp3")
-        _ffmpeg("-i", str(source), "-ar", "44100", "-c:a", "libmp3lame", "-b:a", "128k", str(out))
-    source.unlink()
+        x = soxr.resample(x, RATE, 44100)
+        rate, suffix, subtype = 44100, ".mp3", "MPEG_LAYER_III"
+    out = path.with_suffix(suffix)
+    soundfile.write(out, numpy.clip(x * 10 ** (gain_db / 20), -1, 1), rate, subtype=subtype)
     return out
 
 
-def _speech_sources(work: Path) -> list[tuple[str, numpy.ndarray]]:
-    sources = [(voice.split("+")[0] + ("-" + voice.split("+")[1] if "+" in voice else ""), _espeak(voice, text, work))
-               for voice, text in VOICES]
+def _speech_sources(voices: tuple[tuple[str, str], ...]) -> list[tuple[str, numpy.ndarray]]:
+    sources = [(voice.replace("+", "-"), _espeak(voice, text)) for voice, text in voices]
     sources.append(("bundled", _read(BUNDLED_SAMPLE)))
     return [(name, _at_level(x, -22)) for name, x in sources]
 
 
-def build_corpus(directory: Path) -> list[CorpusFile]:
+def build_corpus(directory: Path, voices: tuple[tuple[str, str], ...] = VOICES) -> list[CorpusFile]:
+    """Every file, for the speech of `voices` and the bundled sample (the test suite takes two voices,
+    `bench/quality_corpus_report.py` all five)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    work = d / "work"
-    work.mkdir(exist_ok=True)
     rng = numpy.random.default_rng(20)
     files: list[CorpusFile] = []
 
     def add(x: numpy.ndarray, good: bool, reason: str, label: str, rendering: str, gain_db: float = 0.0) -> None:
         stem = f"{'good' if good else 'bad'}-{reason}-{label}-{rendering}"
-        files.append(CorpusFile(_render(x, d / stem, rendering, work, gain_db), good, reason))
+        files.append(CorpusFile(_render(x, d / stem, rendering, gain_db), good, reason))
 
-    speech = _speech_sources(work)
+    speech = _speech_sources(voices)
     colours = ("white", "pink", "brown")
     for i, (voice, x) in enumerate(speech):
         for j, rendering in enumerate(RENDERINGS):
@@ -214,10 +203,10 @@ def build_corpus(directory: Path) -> list[CorpusFile]:
                 add(_with_noise(x, snr, colour, rng, rendering), False, "too_noisy", f"{voice}-{colour}-snr{snr}", rendering)
 
     for rendering in RENDERINGS:
-        voice, x = speech[RENDERINGS.index(rendering)]
+        voice, x = speech[RENDERINGS.index(rendering) % len(speech)]
         add(x, False, "clipped", f"{voice}-plus20db", rendering, gain_db=20)
         add(_at_level(x, -50), False, "too_quiet", f"{voice}-minus50dbfs", rendering)
-        music = _hold_music(5, 100, seed=3)
+        music = hold_music(5, 100, seed=3)
         add(numpy.concatenate([x[: 6 * RATE], _at_level(music, _rms_db(x))]), False, "too_noisy",
             f"{voice}-then-5s-music", rendering)
         presses = x.copy()
@@ -226,8 +215,8 @@ def build_corpus(directory: Path) -> list[CorpusFile]:
             presses[int(at * RATE): int(at * RATE) + len(tone)] += tone
         add(presses, False, "keypad_tones", f"{voice}-with-keypad", rendering)
         for seed, bpm in ((1, 96), (2, 128)):
-            add(_hold_music(10, bpm, seed), False, "too_little_speech", f"hold-music-{bpm}bpm", rendering)
-        add(_dtmf("0612345678#", on=0.1, off=0.1), False, "keypad_tones", "dtmf-sequence", rendering)
+            add(hold_music(10, bpm, seed), False, "too_little_speech", f"hold-music-{bpm}bpm", rendering)
+        add(_dtmf("0612345678#", on=0.12, off=0.2), False, "keypad_tones", "dtmf-sequence", rendering)
         add(numpy.zeros(8 * RATE, numpy.float32), False, "too_little_speech", "digital-silence", rendering)
         add(_at_level(_noise(8, "white", rng), -70), False, "too_little_speech", "line-silence", rendering)
         hum = _tone((50, 100, 150), 8, -40) if rendering != "tel" else _tone((350, 450), 8, -45)
@@ -238,9 +227,6 @@ def build_corpus(directory: Path) -> list[CorpusFile]:
         add(_cadence((480, 620), 0.5, 0.5, 8, -16), False, "too_little_speech", "busy-480-620hz", rendering)
         add(_tone((1000,), 8, -10), False, "too_little_speech", "tone-1khz", rendering)
         add(_at_level(_noise(8, "pink", rng), -25), False, "too_little_speech", "pink-noise", rendering)
-    for path in work.iterdir():
-        path.unlink()
-    work.rmdir()
     return files
 
 
