@@ -78,6 +78,9 @@ DTMF_SECOND_HARMONIC_COLUMN = 10 ** (18 / 10)
 DTMF_MIN_DBFS = -45.0  # quieter windows are never a key press
 # A press lasts at least 40 ms (ITU-T Q.24's minimum tone duration): 5 windows 51 samples apart.
 DTMF_MIN_WINDOWS = 5
+# A press survives this many windows (13 ms) drowned by the voice over it, as Asterisk's detector
+# needs more than one miss before it ends a digit; a longer silence starts a new press.
+DTMF_MAX_GAP_WINDOWS = 2
 
 NOISE_PERCENTILE = 50
 REASONS = ("too_little_speech", "keypad_tones", "clipped", "too_quiet", "too_noisy")  # most decisive first
@@ -115,8 +118,10 @@ def measure(samples: numpy.ndarray, sample_rate: int, min_speech_seconds: float,
     """Measure mono float `samples` (full scale ±1) at `sample_rate`; at most the first 20 s."""
     samples = numpy.asarray(samples, dtype=numpy.float32)[: int(MAX_ANALYSED_SECONDS * sample_rate)]
     # A float WAV may hold NaN, infinities or 1e30: none may reach a logarithm or an answer.
-    samples = numpy.clip(numpy.nan_to_num(samples, nan=0.0, posinf=_MAX_MAGNITUDE, neginf=-_MAX_MAGNITUDE),
-                         -_MAX_MAGNITUDE, _MAX_MAGNITUDE)
+    if not numpy.isfinite(samples).all():
+        samples = numpy.nan_to_num(samples, nan=0.0, posinf=_MAX_MAGNITUDE, neginf=-_MAX_MAGNITUDE)
+    if samples.size and max(float(samples.max()), -float(samples.min())) > _MAX_MAGNITUDE:
+        samples = numpy.clip(samples, -_MAX_MAGNITUDE, _MAX_MAGNITUDE)
     phone = samples if sample_rate == vad.SAMPLE_RATE else soxr.resample(samples, sample_rate, vad.SAMPLE_RATE, quality="LQ")
     phone = numpy.ascontiguousarray(phone, dtype=numpy.float32)
     loud = _loud_segments(frame_powers(phone), detector.segment_frames)
@@ -235,10 +240,17 @@ def keypad_presses(phone: numpy.ndarray) -> int:
         & (col < len(PHONE_KEYPAD_COLUMNS_HZ))
     )
     key = numpy.where(hit, row * 4 + col, -1)
-    presses, run, previous = 0, 0, -1
+    presses, current, run, gap = 0, -1, 0, 0
     for value in key.tolist():
-        run = run + 1 if value == previous and value >= 0 else (1 if value >= 0 else 0)
+        if value >= 0 and value == current:
+            run, gap = run + 1, 0
+        elif value >= 0:
+            current, run, gap = value, 1, 0
+        else:
+            gap += 1
+            if gap > DTMF_MAX_GAP_WINDOWS:  # the key was let go
+                current, run = -1, 0
+            continue
         if run == DTMF_MIN_WINDOWS:
             presses += 1
-        previous = value
     return presses
