@@ -22,3 +22,4 @@ test:
 bench:
 	@scripts/bootstrap.sh test
 	@.venv/bin/python bench/bench_precall.py
+	@.venv/bin/python bench/quality_corpus_report.py

@@ -33,6 +33,9 @@ SPEECH_PROBABILITY = 0.5
 # Half-second segments whose every 32 ms frame is below this are silence: the model is not run on
 # them. Far below speech at -50 dBFS (the quietest speech the corpus holds), so it never hides a voice.
 SILENCE_DBFS = -70.0
+# ...or 50 dB under the loudest frame of the sample: a pause that quiet beside the voice holds no
+# speech worth counting (a voice at -20 dBFS peaks near -10 dBFS; its pauses are skipped below -60).
+RELATIVE_SILENCE_DB = 50.0
 # Refused below this speech level. ElevenLabs advises about -23 to -18 dB RMS; ITU-T P.56's nominal
 # telephone speech level is -26 dBov. -40 dBFS is 14 dB under that: a voice so far down is mostly
 # codec and line noise once it is made loud enough to clone (the corpus' -50 dBFS speech is refused,
@@ -183,10 +186,13 @@ def frame_powers_at(samples: numpy.ndarray, sample_rate: int, frames: int) -> nu
 
 
 def _loud_segments(powers: numpy.ndarray, size: int) -> numpy.ndarray:
-    """Per VAD segment of `size` frames: does any frame rise above silence (else the model need not run)?"""
+    """Per VAD segment of `size` frames: does any frame rise above silence (else the model need not run)?
+    Silence is below `SILENCE_DBFS`, or `RELATIVE_SILENCE_DB` under the loudest frame of the sample."""
     padded = numpy.zeros(-(-len(powers) // size) * size)
     padded[: len(powers)] = powers
-    return padded.reshape(-1, size).max(axis=1) > 10 ** (SILENCE_DBFS / 10)
+    loudest = float(powers.max()) if len(powers) else 0.0
+    floor = max(10 ** (SILENCE_DBFS / 10), loudest * 10 ** (-RELATIVE_SILENCE_DB / 10))
+    return padded.reshape(-1, size).max(axis=1) > floor
 
 
 def _snr_db(speech_power: float, other_powers: numpy.ndarray, all_powers: numpy.ndarray) -> float:
