@@ -106,23 +106,26 @@ class PrecallService:
 
     def validate_sample(self, request: PrecallRequest) -> ValidSample:
         """Format from the bytes, measured duration, then the quality gate (before anything reaches
-        ElevenLabs, so a refused sample spends no voice slot); trimmed if configured.
+        ElevenLabs, so a refused sample spends no voice slot); trimmed if configured. A refused sample
+        is still written to `DEBUG_SAMPLE_DIR`, where `check-sample` can show why.
 
         Raises `SampleQualityTooLow` with `SAMPLE_QUALITY_GATE=enforce` when the sample fails."""
         data = request.sample.data
         fmt = audio.sniff_format(data)
         keep = quality.MAX_ANALYSED_SECONDS if self._settings.measures_quality else 0.0
         probe = audio.probe(data, fmt, self._settings.min_sample_seconds, keep_seconds=keep)
-        report = self._gate(request, probe.samples, probe.sample_rate) if probe.samples is not None else None
+        report = self._measure(request, probe.samples, probe.sample_rate) if probe.samples is not None else None
         limit = self._settings.clone_sample_max_seconds
         if limit > 0 and probe.declared_seconds > limit:
             data = audio.trim(data, fmt, limit)
         if self._settings.debug_sample_dir:
             _write_debug_sample(self._settings.debug_sample_dir, request.conversation_id, fmt, data)
+        if report is not None and report.reasons and self._settings.enforces_quality:
+            raise SampleQualityTooLow(_refusal_message(report), report.reasons, report.as_dict())
         return ValidSample(data, fmt, report)
 
-    def _gate(self, request: PrecallRequest, samples: numpy.ndarray, sample_rate: int) -> quality.QualityReport:
-        """Measure, log the numbers (`sample_quality`), and refuse when enforcing."""
+    def _measure(self, request: PrecallRequest, samples: numpy.ndarray, sample_rate: int) -> quality.QualityReport:
+        """The gate's measures, logged as numbers (`sample_quality`) with the verdict this setting gives."""
         started = time.monotonic()
         report = quality.measure(samples, sample_rate, self._settings.min_speech_seconds)
         refused = bool(report.reasons) and self._settings.enforces_quality
@@ -132,8 +135,6 @@ class PrecallService:
                   verdict="refused" if refused else ("would_refuse" if report.reasons else "accepted"),
                   reason=report.reasons[0] if report.reasons else "", gate_ms=round((time.monotonic() - started) * 1000, 1),
                   **report.as_dict())
-        if refused:
-            raise SampleQualityTooLow(_refusal_message(report), report.reasons, report.as_dict())
         return report
 
     def handle(self, request: PrecallRequest, started: float) -> CloneOutcome:

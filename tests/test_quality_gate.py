@@ -39,7 +39,7 @@ def test_a_voice_is_accepted_and_its_measures_come_back_in_the_answer_and_the_lo
     assert response.status_code == 200, response.get_json()
     quality = response.get_json()["quality"]
     assert set(quality) == QUALITY_KEYS and quality["reasons"] == [] and quality["speech_seconds"] >= 2
-    assert -40 < quality["speech_level_dbfs"] < -3 and quality["snr_db"] > 8.5
+    assert -40 < quality["speech_level_dbfs"] < -3 and quality["snr_db"] > 8
     assert len(fake.requests_to("POST", "/v1/voices/add")) == 1
     [line] = quality_lines(capsys.readouterr().out)
     assert (line["verdict"], line["reason"], line["severity"]) == ("accepted", "", "INFO")
@@ -85,3 +85,10 @@ def test_keypad_presses_over_a_voice_are_refused_as_keypad_tones(client, fake, t
     response = post_signed(client, "/webhook", json_body(path.read_bytes()))
     assert response.status_code == 422 and response.get_json()["reasons"] == ["keypad_tones"]
     assert response.get_json()["quality"]["keypad_tones"] == 2
+
+
+def test_a_refused_sample_is_kept_in_debug_sample_dir_so_check_sample_can_say_why(make_client, fake, audio_files, tmp_path):
+    client = make_client(DEBUG_SAMPLE_DIR=str(tmp_path / "kept"))
+    music = audio_files["hold_music"].read_bytes()
+    assert post_signed(client, "/webhook", json_body(music, conversation_id="conv_kept")).status_code == 422
+    assert (tmp_path / "kept" / "conv_kept.mp3").read_bytes() == music
