@@ -88,13 +88,15 @@ class PrecallService:
         # Side work of a call (duplicate look-up, publish). Threads start lazily, so none exists before
         # gunicorn forks its worker (`warm_up` starts them after); sized for hundreds of concurrent calls that mostly wait on I/O.
         self._pool = ThreadPoolExecutor(max_workers=512, thread_name_prefix="precall-side")
+        if settings.measures_quality:
+            # Loaded here, before gunicorn forks its worker (the model starts no threads: one per session
+            # and call), so neither the first sample nor `/healthz` waits on importing onnxruntime.
+            vad.speech_detector.load()
 
     def warm_up(self) -> None:
         """Start the side threads now, in the background, in the process that serves (after
         gunicorn's fork): one per request thread at the default `THREADS`, ready for a burst."""
         start_threads(self._pool, SIDE_THREADS_STARTED_AHEAD)
-        if self._settings.measures_quality:
-            self._pool.submit(vad.speech_detector.load)  # the first sample need not wait for the model
 
     @property
     def inventory(self) -> CloneInventory:
