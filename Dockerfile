@@ -2,7 +2,7 @@
 FROM python:3.12-slim-bookworm
 
 # No ffmpeg: samples are validated and trimmed in-process (libsndfile, bundled in the soundfile wheel),
-# so no subprocess decoder can be made to decode a crafted file without bound (issue 9).
+# so no subprocess decoder can be made to decode a crafted file without bound (docs/design.md).
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin app
 WORKDIR /app
 

@@ -1,16 +1,25 @@
 # The two commands of the README, plus the benchmark. Each prepares the machine first.
-.PHONY: run test bench doctor
+.PHONY: run test bench doctor FORCE
 
-# make run PORT=8090 CLEANUP_PORT=8091 when 8080/8081 are taken.
+# make run PORT=8090 CLEANUP_PORT=8091 when 8080/8081 are taken; ARGS=--no-emulator skips the Pub/Sub emulator.
 PORT ?= 8080
 CLEANUP_PORT ?= 8081
+# The running stack's state file (URLs, the sandbox's key and secrets) for the operator commands. It is
+# also how the stack hears that make itself was interrupted: make forwards only SIGTERM to a recipe, but
+# on SIGINT, SIGTERM or SIGHUP it deletes the file of the target being made, and scripts/dev.py stops
+# when its state file is gone. So this file is the target, and run depends on it.
+STACK_STATE ?= .dev/stack.json
 
-run:
+run: $(STACK_STATE)
+
+$(STACK_STATE): FORCE
 	@scripts/bootstrap.sh run
-	@.venv/bin/python scripts/dev.py --port $(PORT) --cleanup-port $(CLEANUP_PORT)
+	@exec .venv/bin/python scripts/dev.py --port $(PORT) --cleanup-port $(CLEANUP_PORT) --state-file $@ $(ARGS)
+
+FORCE:
 
 # make doctor ARGS="--service-url https://precall-webhook-....run.app --probe-labels": readiness checklist
-# with the service's configuration from the environment (see README, "Deploying to Google Cloud").
+# with the service's configuration from the environment (docs/deploying.md, "Last step: doctor").
 doctor:
 	@scripts/bootstrap.sh run
 	@.venv/bin/python -m precall doctor $(ARGS)

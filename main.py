@@ -1,4 +1,4 @@
-"""Functions-framework entry points (SPEC 1): `precall_webhook` (HTTP), `cleanup_voices` (CloudEvent).
+"""Functions-framework entry points (docs/api.md): `precall_webhook` (HTTP), `cleanup_voices` (CloudEvent).
 
 Configuration is validated at import when the serving target is known (FUNCTION_TARGET or
 `--target`), so a bad setting stops start-up with one line naming the variable instead of

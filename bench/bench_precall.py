@@ -1,7 +1,7 @@
 """Pre-call benchmark: what a caller waits for. Prints numbers, asserts nothing.
 
 Everything goes end to end over HTTP through the real functions-framework server (started as
-SPEC 1's plain `functions-framework --target precall_webhook`), against the local ElevenLabs
+the plain `functions-framework --target precall_webhook` command), against the local ElevenLabs
 server with per-endpoint latencies, and is compared, in the same run, with the same ElevenLabs
 calls made directly (this repository's ElevenLabs client, no service in between):
 
@@ -335,7 +335,7 @@ def cold_start(fake: FakeElevenLabs, logs: Path, sample: bytes, rounds: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and calls")
-    parser.add_argument("--only", choices=("gate",), help="run only the quality gate's rows (sections 0 and 1)")
+    parser.add_argument("--only", choices=("gate",), help="run only the quality gate's rows (0 and 1)")
     args = parser.parse_args()
     rounds = 5 if args.quick else 15
     workdir = Path(tempfile.mkdtemp(prefix="precall-bench-"))

@@ -1,1 +1,1 @@
-"""The `cleanup_voices` side: deletes clones once their call is over (SPEC 6)."""
+"""The `cleanup_voices` side: deletes clones once their call is over (docs/events.md)."""

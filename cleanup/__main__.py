@@ -1,5 +1,6 @@
 """Operator CLI for this service's clones in the ElevenLabs account. Reads the same environment as
-the service (ELEVENLABS_API_KEY, ELEVENLABS_BASE_URL, VOICE_CLONE_TTL_SECONDS; `sm://` references work).
+the service (ELEVENLABS_API_KEY, ELEVENLABS_BASE_URL, VOICE_CLONE_TTL_SECONDS; `sm://` references work);
+next to a running `make run`, what this shell leaves unset comes from its state file (.dev/stack.json).
 
   python -m cleanup status [--json]   each clone with its age, its call's state and whether it is
                                       overdue (older than the TTL), and the account's voice slots
@@ -17,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from voiceclone.clones import CloneInventory
+from voiceclone import dev_stack
 from voiceclone.config import ConfigError, Settings, load_settings
 from voiceclone.deadline import Deadline, DeadlineExceeded
 from voiceclone.elevenlabs_client import ElevenLabsClient, ElevenLabsError
@@ -127,4 +129,5 @@ def _at_least_warning(level: str) -> str:
 
 
 if __name__ == "__main__":
+    dev_stack.adopt_for_command()  # settings of a running `make run` beside it, where the shell sets none
     sys.exit(main())

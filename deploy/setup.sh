@@ -281,7 +281,7 @@ for file in "$HERE"/alerts/*.json; do
   fi
 done
 
-step "Done. Configure ElevenLabs (README: 'Connecting ElevenLabs'):"
+step "Done. Configure ElevenLabs (docs/connecting-elevenlabs.md):"
 echo "  post-call webhook (workspace webhook, HMAC, events: transcript and call initiation failure, not audio):"
 echo "    ${WEBHOOK_URL}/post-call"
 echo "  conversation initiation webhook (agent Security tab), request header X-Precall-Secret with the value of"

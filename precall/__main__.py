@@ -3,12 +3,14 @@
   python -m precall send SAMPLE.wav --name Ivan [--dob 11.12.2007] [--call-sid CA..] [--caller-id +31..] [--multipart]
   python -m precall init --call-sid CA.. [--caller-id +31..]      (ElevenLabs' conversation-initiation webhook)
   python -m precall post-call CONVERSATION_ID [--call-sid CA..] [--type post_call_transcription]
-  python -m precall doctor [--agent ID] [--service-url URL] [--probe-labels] [--json]   (readiness checklist)
+  python -m precall doctor [--agent-id ID] [--service-url URL] [--probe-labels] [--json]   (readiness checklist)
   python -m precall check-sample FILE [--json]   (the quality gate's measures and verdict, no service needed)
 
-All take --url (default http://127.0.0.1:8080). `send` and `post-call` sign with
+All take --url (default: PRECALL_URL, else http://127.0.0.1:8080). `send` and `post-call` sign with
 ELEVENLABS_WEBHOOK_SECRET (the first one if several; `sm://` references are resolved) or --secret;
 `init` sends INIT_WEBHOOK_SECRET (or --secret) in the INIT_WEBHOOK_HEADER header, as ElevenLabs does.
+Next to a running `make run`, settings this shell leaves unset come from its state file
+(.dev/stack.json, or PRECALL_STACK_FILE): no exports needed. The routes and fields: docs/api.md.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 import requests
 
+from voiceclone import dev_stack
 from voiceclone.config import DEFAULT_INIT_WEBHOOK_HEADER, Settings
 from voiceclone.secret_manager import SecretResolver
 
@@ -167,7 +170,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    """What ElevenLabs sends when a Twilio or SIP call reaches the agent (SPEC 4.6)."""
+    """What ElevenLabs sends when a Twilio or SIP call reaches the agent (docs/api.md, `/conversation-init`)."""
     body = json.dumps({"caller_id": args.caller_id or "", "agent_id": args.agent_id or "",
                        "called_number": args.called_number, "call_sid": args.call_sid}).encode()
     header = os.environ.get("INIT_WEBHOOK_HEADER", "").strip() or DEFAULT_INIT_WEBHOOK_HEADER
@@ -243,9 +246,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--url", default=os.environ.get("PRECALL_URL", DEFAULT_URL), help=f"service base URL (default {DEFAULT_URL})")
-        sub.add_argument("--secret", help="webhook secret (default: ELEVENLABS_WEBHOOK_SECRET)")
+    def common(sub: argparse.ArgumentParser, secret: str = "ELEVENLABS_WEBHOOK_SECRET") -> None:
+        sub.add_argument("--url", default=os.environ.get("PRECALL_URL", DEFAULT_URL),
+                         help=f"precall_webhook's base URL (default: PRECALL_URL, else {DEFAULT_URL})")
+        sub.add_argument("--secret", help=f"the secret to send (default: {secret})")
         sub.add_argument("--agent-id", default=os.environ.get("ELEVENLABS_AGENT_ID"), help="agent id (default: ELEVENLABS_AGENT_ID)")
         sub.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the answer")
 
@@ -264,11 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     init.add_argument("--call-sid", required=True, help="the call's CallSid (as given to `send --call-sid`)")
     init.add_argument("--caller-id", help="the caller's phone number")
     init.add_argument("--called-number", default="+31201234567", help="the number that was called")
-    common(init)
+    common(init, "INIT_WEBHOOK_SECRET, in the INIT_WEBHOOK_HEADER header")
     init.set_defaults(func=cmd_init)
 
     post_call = commands.add_parser("post-call", help="send a signed post-call webhook (the call ended)")
-    post_call.add_argument("conversation_id")
+    post_call.add_argument("conversation_id", help="the conversation whose call ended (as given to send --conversation-id)")
     post_call.add_argument("--type", default="post_call_transcription", choices=CALL_END_EVENT_TYPES)
     post_call.add_argument("--call-sid", help="the call's CallSid, reported as ElevenLabs does (metadata.phone_call)")
     common(post_call)
@@ -304,4 +308,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    dev_stack.adopt_for_command()  # settings of a running `make run` beside it, where the shell sets none
     sys.exit(main())

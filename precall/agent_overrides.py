@@ -1,4 +1,4 @@
-"""Per-instance cache of what each agent allows to be overridden (SPEC 4.6), read from ElevenLabs.
+"""Per-instance cache of what each agent allows to be overridden (docs/api.md, `/conversation-init`), read from ElevenLabs.
 
 `/conversation-init` must answer in about a second and must never send an override the agent
 does not allow, so it reads permissions from here: fresh entries at once, a missing one waited

@@ -154,7 +154,7 @@ def probe(data: bytes, fmt: AudioFormat, min_seconds: float, keep_seconds: float
 
 
 def _require_plausible(sample_rate: int, channels: int) -> None:
-    """SPEC 4.2: a voice is 8-192 kHz with 1 to 8 channels; anything else is a crafted stream."""
+    """A voice is 8-192 kHz with 1 to 8 channels; anything else is a crafted stream."""
     if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
         raise InvalidAudio(f"Implausible sample rate {sample_rate} Hz: {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz expected")
     if not 1 <= channels <= MAX_CHANNELS:
@@ -195,7 +195,7 @@ def _require_duration(decoded_seconds: float, min_seconds: float) -> None:
 
 # --- WAV header -------------------------------------------------------------------------------
 
-# Format tags SPEC 4.2 accepts: PCM, IEEE float, A-law, µ-law.
+# Format tags accepted inside WAV (docs/api.md): PCM, IEEE float, A-law, µ-law.
 _WAV_CODECS = frozenset({0x0001, 0x0003, 0x0006, 0x0007})
 _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 # KSDATAFORMAT_SUBTYPE_* GUIDs are the format tag followed by these 14 bytes.
@@ -268,7 +268,7 @@ class _QuietNativeStderr:
 
     libmpg123 (inside libsndfile) prints decoder complaints with `fprintf(stderr, ...)`, even for
     valid MP3s, and libsndfile never sets MPG123_QUIET nor offers a switch. Those lines are not
-    JSON (SPEC 7) and describe the sender's bytes; the verdict is logged by the service instead.
+    JSON (docs/events.md) and describe the sender's bytes; the verdict is logged by the service instead.
     glibc documents `stderr` as a variable a program may assign. Only C stdio's `stderr` changes,
     not file descriptor 2: Python's own output is untouched, and another C library's stdio
     messages are lost only while a decode runs (milliseconds). Reference-counted, so overlapping
@@ -438,7 +438,7 @@ _OGG_CRC_TABLE = tuple(_ogg_crc_entry(byte) for byte in range(256))
 def _trim_ogg(data: bytes, max_seconds: float) -> bytes:
     """The first logical stream's pages up to the one that passes `max_seconds`; that page becomes
     the last (end-of-stream flag, granule position at the cut), which tells decoders to drop the
-    samples beyond it (Vorbis I spec 4.3.8, RFC 7845 4.5)."""
+    samples beyond it (the Vorbis I specification, 4.3.8; RFC 7845, 4.5)."""
     packet = _first_ogg_packet(data) or b""
     if packet.startswith(b"OpusHead") and len(packet) >= 12:
         rate, pre_skip = 48000, struct.unpack_from("<H", packet, 10)[0]

@@ -1,4 +1,4 @@
-"""`POST /conversation-init`: ElevenLabs' conversation-initiation webhook, the second step (SPEC 4.6).
+"""`POST /conversation-init`: ElevenLabs' conversation-initiation webhook, the second step (docs/api.md).
 
 The customer's telephony side sent the caller's sample to `/webhook` with the call's `call_sid`;
 when the call reaches ElevenLabs, ElevenLabs asks here which voice and greeting to use. The

@@ -1,12 +1,15 @@
 """`python -m precall doctor`: prove a real ElevenLabs account, agent and deployment are ready before the first call.
 
-  python -m precall doctor [--agent ID] [--service-url URL] [--probe-labels] [--slot-margin N] [--json]
+  python -m precall doctor [--agent-id ID] [--service-url URL] [--probe-labels] [--slot-margin N] [--json]
 
-Reads the service's own configuration (env vars, `sm://` references: `load_settings`) and checks,
+Reads the service's own configuration from this machine's environment (env vars, `sm://` references:
+`load_settings`; next to `make run`, its stack) and checks,
 against ELEVENLABS_BASE_URL: the key, cloning (plan, voice slots, additions), this service's clones,
 the agent (overrides, initiation webhook), its dynamic variables, the post-call webhook, the Pub/Sub
 topic (with VOICE_EVENTS_TOPIC), the deployment end to end (with --service-url) and, opt-in, what
 ElevenLabs keeps of a clone's labels (--probe-labels: clones a bundled sample and always deletes it).
+With --service-url, what the deployment reports on `/healthz` (AGENT_UPDATE_MODE, where events go)
+is preferred over this machine's settings, and each line says which of the two it judged.
 Nothing else is written. Exit 0: nothing failed (warnings allowed); 1: something failed; 2: usage or
 configuration error. `--json` prints only the JSON document on stdout; logs go to stderr.
 """
@@ -20,20 +23,21 @@ import re
 import secrets
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
 
+from voiceclone import dev_stack
 from voiceclone.clones import Clone, CloneInventory
 from voiceclone.config import ConfigError, Settings, load_settings
 from voiceclone.deadline import Deadline, DeadlineExceeded
 from voiceclone.elevenlabs_client import ElevenLabsClient, ElevenLabsError
 from voiceclone.logs import configure_logging
 from voiceclone.naming import CLONE_SOURCE, CLONE_TYPE, ID_PATTERN, clone_description, clone_labels, voice_name
-from voiceclone.readiness import FAILED, OK, UNKNOWN, Finding, assess_postcall_webhook, public_url
+from voiceclone.readiness import FAILED, OK, UNKNOWN, WARNING, Finding, assess_postcall_webhook, public_url
 
 from . import doctor_checks as checks
 
@@ -85,7 +89,11 @@ class _Reads:
 
 class Doctor:
     def __init__(self, settings: Settings, options: Options) -> None:
-        self._settings = settings
+        self._local_mode = settings.agent_update_mode
+        self._health = _http("GET", options.service_url + "/healthz") if options.service_url else None
+        self.deployed = checks.deployed_settings(self._health[1] if self._health else None)
+        # What the deployment runs beats this machine's guess: the agent is judged by the deployment's mode.
+        self._settings = replace(settings, agent_update_mode=self.deployed.get("agent_update_mode", settings.agent_update_mode))
         self._options = options
         self._client = ElevenLabsClient(settings.elevenlabs_base_url, settings.elevenlabs_api_key, max_attempts=3)
         self._reads = _Reads(Deadline(options.timeout))
@@ -119,7 +127,7 @@ class Doctor:
         return checks.cloning_findings(subscription, self._options.slot_margin)
 
     def _clones(self) -> list[Finding]:
-        """Ownership as in SPEC 4.3 (`CloneInventory.all` / `Clone.from_voice`)."""
+        """Ownership as docs/operating.md describes it (`CloneInventory.all` / `Clone.from_voice`)."""
         inventory = CloneInventory(self._client, self._settings.voice_clone_ttl_seconds, self._now)
         clones, why = self._reads.get("voices_read", inventory.all)
         if clones is None:
@@ -215,11 +223,11 @@ class Doctor:
     # -- outside ElevenLabs ----------------------------------------------------------------
 
     def _outside(self, agent: dict[str, Any] | None) -> list[Finding]:
-        found = [topic_finding(self._settings.voice_events_topic)]
-        if self._options.service_url:
+        found = [topic_finding(self._settings.voice_events_topic, self.deployed.get("events"))]
+        if self._options.service_url and self._health is not None:
             required = checks.variables_used(agent) if agent else set()
             found += deployment_findings(self._options.service_url, self._settings, self._options.agent_id,
-                                         required | set(checks.answered_variables(())))
+                                         required | set(checks.answered_variables(())), self._health, self._local_mode)
         return found
 
 
@@ -228,12 +236,24 @@ def _slots_full(subscription: dict[str, Any] | None) -> bool:
     return isinstance(used, int) and isinstance(limit, int) and used >= limit
 
 
-def topic_finding(topic: str | None) -> Finding:
+def topic_finding(topic: str | None, deployed_events: str | None = None) -> Finding:
     """The topic exists (`GetTopic`) and this identity may publish (`TestIamPermissions`
-    `pubsub.topics.publish`); the emulator implements no IAM, so that part can be "could not tell"."""
+    `pubsub.topics.publish`); the emulator implements no IAM, so that part can be "could not tell".
+    `topic` is this machine's VOICE_EVENTS_TOPIC; `deployed_events` what the deployment's /healthz says
+    (`pubsub` or `local`), which wins where the two disagree."""
     name = "Pub/Sub topic"
+    if not topic and deployed_events == "pubsub":
+        return Finding(name, UNKNOWN, "the deployment publishes to Pub/Sub (/healthz: events pubsub), but this "
+                       "machine's VOICE_EVENTS_TOPIC is unset, so its topic was not checked",
+                       "export VOICE_EVENTS_TOPIC (and GOOGLE_CLOUD_PROJECT) as deployed, e.g. voice-events, and run "
+                       "doctor again")
+    if topic and deployed_events == "local":
+        return Finding(name, WARNING, f"the deployment has no VOICE_EVENTS_TOPIC (/healthz: events local, an "
+                       f"in-process queue on each instance); this machine's {topic} is not used",
+                       "redeploy with VOICE_EVENTS_TOPIC (deploy/setup.sh sets it), or unset it here")
     if not topic:
-        return Finding(name, OK, "VOICE_EVENTS_TOPIC unset: events go to the in-process queue (one machine only)")
+        where = "the deployment's /healthz: events local" if deployed_events else "this machine's VOICE_EVENTS_TOPIC unset"
+        return Finding(name, OK, f"{where}: events go to the in-process queue (one machine only)")
     from google.api_core import exceptions  # imported here: only this check needs the (slow to import) client
     from google.auth.exceptions import DefaultCredentialsError
     from google.cloud import pubsub_v1
@@ -246,7 +266,7 @@ def topic_finding(topic: str | None) -> Finding:
         publisher.get_topic(request={"topic": topic}, timeout=HTTP_TIMEOUT_SECONDS)
     except exceptions.NotFound:
         return Finding(name, FAILED, f"{topic} does not exist: every lifecycle event is lost",
-                       "create it: deploy/setup.sh, or gcloud pubsub topics create (README, 'Deploying')")
+                       "create it: deploy/setup.sh, or gcloud pubsub topics create (docs/deploying.md)")
     except exceptions.GoogleAPICallError as exc:
         return Finding(name, UNKNOWN, f"could not read {topic}: {type(exc).__name__}",
                        "grant this identity roles/pubsub.viewer on the topic, or check it in the console")
@@ -262,12 +282,12 @@ def topic_finding(topic: str | None) -> Finding:
     return Finding(name, OK, f"{topic} exists and this identity may publish")
 
 
-def deployment_findings(service_url: str, settings: Settings, agent_id: str, required: set[str]) -> list[Finding]:
-    """`GET /healthz`; `/conversation-init` with the header secret and a made-up call sid (no clone exists for
-    it, so none is created or used); the same request without the secret must get 401."""
+def deployment_findings(service_url: str, settings: Settings, agent_id: str, required: set[str],
+                        health: tuple[int | None, Any, str], local_mode: str) -> list[Finding]:
+    """`GET /healthz` (its answer, fetched first); `/conversation-init` with the header secret and a made-up
+    call sid (no clone exists for it, so none is created or used); the same request without the secret must get 401."""
     base = service_url.rstrip("/")
-    status, body, reason = _http("GET", base + "/healthz")
-    found = [checks.health_finding(status, body, settings.agent_update_mode, reason)]
+    found = [checks.health_finding(*health, local_mode=local_mode)]
     request = {"caller_id": "", "agent_id": agent_id, "called_number": "", "call_sid": f"CAdoctor{secrets.token_hex(8)}"}
     if settings.init_webhook_secrets:
         status, body, reason = _http("POST", base + "/conversation-init", json=request,
@@ -296,8 +316,11 @@ def _http(method: str, url: str, **kwargs: Any) -> tuple[int | None, Any, str]:
 # -- the command line ----------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--agent", help="agent id (default: ELEVENLABS_AGENT_ID)")
-    parser.add_argument("--service-url", help="the deployed precall_webhook base URL: also check it end to end")
+    parser.add_argument("--agent-id", dest="agent", help="agent id (default: ELEVENLABS_AGENT_ID)")
+    parser.add_argument("--agent", dest="agent", help=argparse.SUPPRESS)  # its earlier name
+    parser.add_argument("--service-url", default=os.environ.get("PRECALL_URL") if _beside_make_run() else None,
+                        help="the deployed precall_webhook base URL: also check it end to end, preferring what its "
+                             "/healthz reports over this machine's settings (default next to make run: its URL)")
     parser.add_argument("--probe-labels", action="store_true",
                         help="clone a short bundled sample to see which labels ElevenLabs keeps (takes a voice slot "
                              "for a moment; always deleted)")
@@ -315,15 +338,22 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         return _usage_error(args, f"configuration error: {error}")
     configure_logging("INFO" if args.verbose else "WARNING", sys.stderr)
-    findings = Doctor(settings, options).run()
+    doctor = Doctor(settings, options)
+    findings = doctor.run()
+    mode = doctor.deployed.get("agent_update_mode", settings.agent_update_mode)
     context = {"elevenlabs_base_url": public_url(settings.elevenlabs_base_url), "agent_id": options.agent_id,
-               "agent_update_mode": settings.agent_update_mode,
+               "agent_update_mode": mode, "agent_update_mode_from": "deployment" if doctor.deployed else "this machine",
                "service_url": public_url(options.service_url) if options.service_url else None}
     if args.json:
         print(checks.render_json(context, findings))
     else:
+        source = (f"the deployment's /healthz; this machine says {settings.agent_update_mode}"
+                  if mode != settings.agent_update_mode else
+                  "the deployment's /healthz" if doctor.deployed else "this machine's settings")
         title = (f"precall doctor · ElevenLabs {context['elevenlabs_base_url']} · agent {options.agent_id} · "
-                 f"AGENT_UPDATE_MODE={settings.agent_update_mode}")
+                 f"AGENT_UPDATE_MODE={mode} ({source})\n"
+                 "ElevenLabs is read with this machine's ELEVENLABS_API_KEY; 'deployment:' lines are what "
+                 "--service-url answered")
         print(checks.render_text(title, findings))
     return checks.exit_code(findings)
 
@@ -333,9 +363,9 @@ def _configure(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Settin
     settings = load_settings(env)
     agent_id = args.agent or settings.default_agent_id
     if not agent_id:
-        raise ConfigError("ELEVENLABS_AGENT_ID", "is required for doctor (or pass --agent)")
+        raise ConfigError("ELEVENLABS_AGENT_ID", "is required for doctor (or pass --agent-id)")
     if not ID_PATTERN.fullmatch(agent_id):
-        raise ConfigError("--agent", "must be letters, digits, '-' or '_'")
+        raise ConfigError("--agent-id", "must be letters, digits, '-' or '_'")
     if args.service_url is not None and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", args.service_url):
         raise ConfigError("--service-url", "must be the service's http(s) base URL, e.g. https://precall-webhook-….run.app")
     if args.slot_margin is not None and args.slot_margin < 0:
@@ -344,6 +374,11 @@ def _configure(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Settin
         raise ConfigError("--timeout", "must be more than 0")
     return settings, Options(agent_id, args.service_url.rstrip("/") if args.service_url else None, args.probe_labels,
                              args.slot_margin, args.timeout)
+
+
+def _beside_make_run() -> bool:
+    """Whether this command took its settings from a running `make run` (voiceclone/dev_stack.py)."""
+    return dev_stack.read(dev_stack.state_path(os.environ)) is not None and "PRECALL_URL" in os.environ
 
 
 def _usage_error(args: argparse.Namespace, message: str) -> int:

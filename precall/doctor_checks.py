@@ -143,7 +143,7 @@ def _additions(subscription: dict[str, Any]) -> Finding:
 
 
 def clones_finding(total: int, overdue: int, ttl_seconds: int) -> Finding:
-    """This service's clones (SPEC 4.3 ownership) and how many outlived VOICE_CLONE_TTL_SECONDS."""
+    """This service's clones (ownership as docs/events.md describes it) and how many outlived VOICE_CLONE_TTL_SECONDS."""
     detail = f"{total} clone{'s' if total != 1 else ''} of this service, {overdue} older than the TTL ({ttl_seconds} s)"
     if overdue:
         return Finding("clones of this service", WARNING, f"{detail}: cleanup is not deleting them",
@@ -162,15 +162,15 @@ def agent_missing_finding(agent_id: str) -> Finding:
 def agent_findings(agent: dict[str, Any], agent_id: str, mode: str) -> list[Finding]:
     """Overrides and the initiation switch in `platform_settings.overrides` (read by `OverridePermissions`;
     elevenlabs/types/conversation_initiation_client_data_config_output.py) in override/both mode;
-    the shared-agent race (SPEC 4.6) wherever the service PATCHes the agent."""
+    the shared-agent race (docs/connecting-elevenlabs.md) wherever the service PATCHes the agent."""
     findings = [Finding("agent", OK, f"{agent.get('name') or agent_id} ({agent_id})")]
     if mode in ("override", "both"):
         findings += _override_findings(agent)
     if mode in ("patch", "both"):
         findings.append(Finding("agent: update mode", WARNING,
                                 f"AGENT_UPDATE_MODE={mode}: every call PATCHes the one shared agent, so concurrent "
-                                "callers can hear each other's clone (SPEC 4.6)",
-                                "use the two-step flow: AGENT_UPDATE_MODE=override (README, 'Connecting ElevenLabs')"))
+                                "callers can hear each other's clone (docs/connecting-elevenlabs.md)",
+                                "use the two-step flow: AGENT_UPDATE_MODE=override (docs/connecting-elevenlabs.md)"))
     return findings
 
 
@@ -260,20 +260,29 @@ def variables_finding(agent: dict[str, Any], init_defaults: Sequence[tuple[str, 
 
 # -- the deployment (--service-url) -------------------------------------------------------------
 
-def health_finding(status: int | None, body: Any, mode: str, reason: str = "") -> Finding:
+def deployed_settings(health: Any) -> dict[str, str]:
+    """What a healthy `/healthz` answer says the deployment runs: `agent_update_mode` and `events`."""
+    if dig(health, "status") != "ok":
+        return {}
+    found = {"agent_update_mode": dig(health, "agent_update_mode"), "events": dig(health, "events")}
+    return {k: v for k, v in found.items() if isinstance(v, str) and v}
+
+
+def health_finding(status: int | None, body: Any, reason: str = "", local_mode: str | None = None) -> Finding:
+    """The deployment answers; where its AGENT_UPDATE_MODE differs from this machine's, the other lines
+    already judged the deployment's, so the difference is only told."""
     name = "deployment: /healthz"
     fix = "check --service-url (gcloud run services describe precall-webhook --format='value(status.url)')"
     if status != 200 or dig(body, "status") != "ok":
         return Finding(name, FAILED, f"no healthy answer ({reason or f'HTTP {status}'})", fix)
     deployed = dig(body, "agent_update_mode")
-    if deployed != mode:
-        return Finding(name, WARNING, f"the deployment runs AGENT_UPDATE_MODE={deployed}, this configuration says {mode}",
-                       "run doctor with the deployment's configuration, or redeploy with this AGENT_UPDATE_MODE")
-    return Finding(name, OK, f"ok (AGENT_UPDATE_MODE={deployed}, events: {dig(body, 'events')})")
+    differs = (f"; this machine's AGENT_UPDATE_MODE={local_mode} differs, the checks above used the deployment's"
+               if local_mode and deployed != local_mode else "")
+    return Finding(name, OK, f"ok (AGENT_UPDATE_MODE={deployed}, events: {dig(body, 'events')}){differs}")
 
 
 def init_answer_finding(status: int | None, body: Any, required: Collection[str], header: str, reason: str = "") -> Finding:
-    """The documented answer (SPEC 4.6): `type`, `dynamic_variables` (strings, every variable needed),
+    """The documented answer (docs/api.md, `/conversation-init`): `type`, `dynamic_variables` (strings, every variable needed),
     `conversation_config_override`."""
     name = "deployment: /conversation-init"
     if status == 401:
@@ -315,14 +324,14 @@ def init_secret_missing_finding(mode: str) -> Finding:
 #    types/add_voice_ivc_response_model.py; GET /v1/voices/{id}) ------------------------------------
 
 def probe_labels_finding(sent: dict[str, str], stored: Any, recognised: bool, by_labels: bool) -> Finding:
-    """Which labels ElevenLabs kept, and whether ownership (SPEC 4.3) still holds."""
+    """Which labels ElevenLabs kept, and whether ownership (docs/events.md) still holds."""
     stored = stored if isinstance(stored, dict) else {}
     kept = [k for k, v in sent.items() if stored.get(k) == v]
     dropped = [k for k in sent if k not in kept]
     listing = f"kept: {', '.join(kept) or 'none'}; dropped: {', '.join(dropped) or 'none'}"
     if not recognised:
         return Finding("label probe", FAILED, f"{listing}; the service would not recognise its own clone, so cleanup "
-                       "would never delete one", "do not deploy: ownership (SPEC 4.3, voiceclone/naming.py) no longer "
+                       "would never delete one", "do not deploy: ownership (docs/events.md, voiceclone/naming.py) no longer "
                        "matches what ElevenLabs stores")
     how = "ownership by labels" if by_labels else "ownership falls back to name and description"
     return Finding("label probe", OK, f"{listing}; {how}")

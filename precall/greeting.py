@@ -1,4 +1,4 @@
-"""What the caller hears and what the logs may show of a caller's name (pure functions, SPEC 4.3 and 7)."""
+"""What the caller hears and what the logs may show of a caller's name (pure functions; docs/api.md and docs/events.md)."""
 
 from __future__ import annotations
 

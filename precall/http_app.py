@@ -2,7 +2,7 @@
 
 Order of checks on a webhook: body size (before reading it whole), signature over the raw
 bytes, parsing, audio validation, then the ElevenLabs calls. Every failure becomes the JSON
-error body of SPEC 4.5.
+error body of docs/api.md.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ class WebhookApp:
 
     def _post_call(self, request: flask.Request) -> flask.Response:
         """Any size is read (post_call_audio carries the whole call, chunked): the signature is computed
-        while the body streams and only its skeleton is kept, so memory stays flat (SPEC 5). A 413
+        while the body streams and only its skeleton is kept, so memory stays flat (docs/api.md). A 413
         would count towards ElevenLabs disabling the webhook."""
         with _body_read_errors():
             signed = read_signed_json(request.stream, request.headers.get(signature.SIGNATURE_HEADER),
@@ -267,7 +267,7 @@ def _body_read_errors() -> Iterator[None]:
 
 
 def _unread_body_response(body: dict[str, Any], status: int) -> flask.Response:
-    """An answer that leaves the rest of the request body unread (SPEC 8). Streamed, because
+    """An answer that leaves the rest of the request body unread (docs/design.md, hostile traffic). Streamed, because
     functions-framework's after-request hook reads the whole body of any other response into
     memory (200 MiB declared: 200 MiB read); gunicorn then drains at most 5 s of it, discarding,
     before it closes the connection."""

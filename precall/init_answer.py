@@ -1,4 +1,4 @@
-"""ElevenLabs' conversation-initiation webhook (SPEC 4.6): the request read and the answer built (pure).
+"""ElevenLabs' conversation-initiation webhook (docs/api.md): the request read and the answer built (pure).
 
 ElevenLabs throws an error, and the call fails, when an answer overrides a field the agent does
 not allow, so overrides are only ever built from `OverridePermissions` read off the agent.

@@ -1,4 +1,4 @@
-"""Pre-call request bodies (SPEC 4.1) parsed from raw bytes into a `PrecallRequest`.
+"""Pre-call request bodies (docs/api.md) parsed from raw bytes into a `PrecallRequest`.
 
 Parsing happens only after the signature over the same bytes was verified. Both JSON (base64
 sample) and multipart (file part `voice_sample`) end in the same shape.

@@ -1,4 +1,4 @@
-"""ElevenLabs post-call webhook bodies (SPEC 5): which call ended, and the ids linked to it."""
+"""ElevenLabs post-call webhook bodies (docs/api.md): which call ended, and the ids linked to it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""This instance's memory of clones prepared for calls that are about to start (SPEC 4.6).
+"""This instance's memory of clones prepared for calls that are about to start (docs/api.md, `/conversation-init`).
 
 `/webhook` remembers each clone under its conversation id (the call sid in the two-step flow)
 and its `caller_ref`; `/conversation-init` asks here first, so a call whose sample reached this

@@ -1,4 +1,4 @@
-"""Response bodies (SPEC 4.4, 4.5) built from outcomes and errors; pure functions."""
+"""Response bodies (docs/api.md) built from outcomes and errors; pure functions."""
 
 from __future__ import annotations
 

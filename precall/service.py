@@ -1,4 +1,4 @@
-"""The pre-call flow: validated request in, clone and agent update out (SPEC 4.2-4.4)."""
+"""The pre-call flow: validated request in, clone and agent update out (docs/api.md)."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ class PrecallService:
         return self._inventory
 
     def caller_ref(self, caller_id: str | None) -> str | None:
-        """The keyed hash that stands for a phone number (SPEC 4.1); None without a number."""
+        """The keyed hash that stands for a phone number (`caller_ref`, docs/api.md); None without a number."""
         return caller_ref(self._settings.webhook_secrets[0], caller_id) if caller_id else None
 
     def validate_sample(self, request: PrecallRequest) -> ValidSample:

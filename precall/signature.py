@@ -2,7 +2,7 @@
 
 `hex = HMAC-SHA256(secret, "<t>." + raw body)`, where `<t>` is the timestamp text exactly as
 the header carries it. Every header the official SDK's `construct_event` accepts is accepted
-(`t=` is whatever `int()` reads, e.g. `t=+1700000000`, and the text is what was signed; SPEC 3);
+(`t=` is whatever `int()` reads, e.g. `t=+1700000000`, and the text is what was signed; docs/api.md);
 beyond the SDK, spaces after the commas, any of several `v0=` entries and several secrets (which
 is what makes secret rotation possible).
 """

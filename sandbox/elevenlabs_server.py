@@ -335,7 +335,7 @@ class FakeElevenLabs:
         self._default_workspace()
 
     def _default_workspace(self) -> None:
-        """A workspace set up as the README says: a post-call webhook on `service_url/post-call` subscribed to
+        """A workspace set up as docs/connecting-elevenlabs.md says: a post-call webhook on `service_url/post-call` subscribed to
         transcripts and call initiation failures, and the initiation webhook on `service_url/conversation-init`
         with the header secret (shaped as the SDK's `GetConvAiSettingsResponseModel`)."""
         with self.lock:

@@ -70,7 +70,7 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes] | None = None, time
         try:
             requests.get(url, timeout=1)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or too busy to answer yet
             time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 

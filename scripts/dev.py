@@ -4,13 +4,19 @@ Starts, on loopback: the local ElevenLabs API in sandbox mode when ELEVENLABS_AP
 (the real API, or ELEVENLABS_BASE_URL, with your key otherwise), the Pub/Sub emulator with topic,
 dead-letter topic and push subscription when gcloud is installed (else the in-process event queue),
 `cleanup_voices` and `precall_webhook` under functions-framework with your settings. Prints the
-round trip to try, then one short line per service event; the JSON logs are kept per run.
-Ctrl-C, SIGTERM or closing the terminal (SIGHUP) stops everything it started.
+round trip to try, then one short line per service event; the JSON logs are kept per run. Writes
+`.dev/stack.json` (URLs, the sandbox's key and secrets) for the operator commands beside it.
+
+Ctrl-C, SIGTERM or closing the terminal (SIGHUP) stops everything it started, and so does the state
+file's removal: `make` deletes it when make itself is interrupted (make forwards only SIGTERM to its
+recipe; see the Makefile). The first signal starts the stop; later ones are ignored, and whatever is
+left of the process tree is killed at the end, so no signal can leave a server running.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import shutil
 import signal
@@ -29,6 +35,7 @@ from sandbox.elevenlabs_server import FakeElevenLabs  # noqa: E402
 from sandbox.event_lines import describe  # noqa: E402
 from sandbox.processes import FunctionServer, StartupError, failure_line, free_port, port_is_free  # noqa: E402
 from sandbox.pubsub_emulator import PubSubEmulator, create_topology, emulator_available  # noqa: E402
+from voiceclone import dev_stack  # noqa: E402
 from voiceclone.config import DEFAULT_BASE_URL, ENVIRONMENT_VARIABLES  # noqa: E402
 
 LOCAL_WEBHOOK_SECRET = "local-dev-webhook-secret"
@@ -40,10 +47,31 @@ HOLD_MUSIC = "samples/hold_music.mp3"  # synthesised hold music: what a phone pl
 RUNS_KEPT = 20
 # Where events go is `make run`'s choice (emulator or in-process queue), never the shell's.
 OWNED_BY_RUN = ("VOICE_EVENTS_TOPIC", "PUBSUB_EMULATOR_HOST")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 
 
 class Stop(Exception):
     """SIGINT, SIGTERM or SIGHUP: leave whatever is being done and stop everything."""
+
+
+class StopSignals:
+    """The first stop signal raises `Stop` in the main thread; every later one is a no-op. A second
+    SIGTERM (`timeout` signals the group and make forwards its own, milliseconds apart) used to raise
+    again inside the clean-up and skip it. A signal arriving while the first handler runs nests inside
+    it and raises the one `Stop` in its place: either way exactly one `Stop` is raised."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+
+    def install(self) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.received is None:
+            self.received = signal.Signals(signum).name
+            raise Stop(self.received)
 
 
 def main() -> int:
@@ -52,6 +80,8 @@ def main() -> int:
     parser.add_argument("--cleanup-port", type=int, default=8081, help="cleanup_voices port (make run CLEANUP_PORT=...)")
     parser.add_argument("--no-emulator", action="store_true", help="use the in-process event queue even if gcloud is here")
     parser.add_argument("--log-dir", type=Path, help="where this run's logs go (default: a new .dev/runs/TIME directory)")
+    parser.add_argument("--state-file", type=Path, default=ROOT / dev_stack.STATE_FILE,
+                        help="where the operator commands find this stack (default: .dev/stack.json; make run passes it)")
     args = parser.parse_args()
     console = Console()
 
@@ -62,13 +92,17 @@ def main() -> int:
         console.error(f"make run: {problem}; choose free ones: make run PORT=8090 CLEANUP_PORT=8091")
         return 2
 
-    def stop(signum: int, _frame: Any) -> None:
-        raise Stop(signal.Signals(signum).name)
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, stop)
+    signals = StopSignals()
     started: list[Any] = []
     try:
+        signals.install()
+        adopt_orphans()
+        other = dev_stack.read(args.state_file)
+        if other is not None:
+            console.error(f"make run: another make run (pid {other['pid']}) uses {relative(args.state_file)}; stop it, or "
+                          "give this one its own: make run PORT=8090 CLEANUP_PORT=8091 STACK_STATE=.dev/stack-2.json")
+            return 2
+        dev_stack.write(args.state_file, {"ready": False}, create=True)
         log_dir = args.log_dir or new_run_dir(ROOT / ".dev" / "runs")
         log_dir.mkdir(parents=True, exist_ok=True)
         env, fake_url = service_env(os.environ, started, console, f"http://127.0.0.1:{args.port}")
@@ -88,25 +122,100 @@ def main() -> int:
                                  on_line=console.events_of("webhook"))
         started.append(webhook)
         webhook.start()
-        console.say(banner(webhook.url, cleanup.url, events_line, log_dir, env, fake_url))
+        state = stack_state(webhook.url, cleanup.url, fake_url, log_dir, env)
+        if not dev_stack.write(args.state_file, state, create=False):
+            return interrupted(console)
+        console.say(banner(webhook.url, cleanup.url, events_line, log_dir, env, fake_url, args.state_file))
         console.show_events = True
         while True:
             for server in (webhook, cleanup):
                 if server.process.poll() is not None:
                     console.error(f"make run: {server.target} exited: {failure_line(server.logs())}; its log: {server.log_path}")
                     return 1
-            time.sleep(0.5)
+            if not args.state_file.exists():
+                return interrupted(console)
+            time.sleep(0.2)
     except Stop:
         return 0
     except StartupError as error:
         console.error(f"make run: {error}")
         return 2
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-        for thing in reversed(started):
-            thing.stop()
-        console.say("stopped")
+        try:
+            for thing in reversed(started):
+                try:
+                    thing.stop()
+                except Exception as error:  # noqa: BLE001 - one part failing to stop must not keep the rest running
+                    console.error(f"make run: stopping {type(thing).__name__}: {error}")
+        finally:
+            kill_descendants()
+            dev_stack.remove(args.state_file)
+            console.say("stopped")
+
+
+def interrupted(console: Console) -> int:
+    """The state file is gone: make deleted it because make itself was interrupted (SIGINT to its pid)."""
+    console.say("make run: interrupted (its state file was removed); stopping")
+    return 0
+
+
+def adopt_orphans() -> None:
+    """Make this process the reaper of its orphaned descendants (a gunicorn worker whose master died, a
+    server whose `Popen` a signal cut short), so `kill_descendants` still finds them. Linux only."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid`, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, pending = [], list(children.get(pid, []))
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        pending.extend(children.get(current, []))
+    return found
+
+
+def kill_descendants() -> None:
+    """The last word of every stop, run whatever happened before it: SIGKILL to whatever this process
+    started that is still there (the orderly stops come first and normally leave nothing), then reap."""
+    killed = descendants(os.getpid())
+    for pid in killed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in killed) and time.monotonic() < deadline:
+        reap()
+        time.sleep(0.02)
+    reap()
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie (a zombie holds no port and no memory)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def reap() -> None:
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG) == (0, 0):
+                break
+        except ChildProcessError:
+            break
 
 
 def start_emulator(env: dict[str, str], cleanup_url: str, started: list[Any], log_dir: Path) -> str | None:
@@ -155,43 +264,52 @@ def service_env(shell: Mapping[str, str], started: list[Any], console: Console,
     return env, fake.url
 
 
+def stack_state(webhook_url: str, cleanup_url: str, fake_url: str | None, log_dir: Path,
+                env: Mapping[str, str]) -> dict[str, Any]:
+    """What the operator commands need to find this stack: URLs and settings, with no secret of the
+    user's (their key and secrets stay in their shell); the local ones are the sandbox's own."""
+    yours = {"ELEVENLABS_API_KEY"} if fake_url is None else set()
+    yours |= {name for name, local in (("ELEVENLABS_WEBHOOK_SECRET", LOCAL_WEBHOOK_SECRET),
+                                        ("INIT_WEBHOOK_SECRET", LOCAL_INIT_SECRET)) if env.get(name) != local}
+    settings = {name: value for name, value in env.items() if name in ENVIRONMENT_VARIABLES and name not in yours}
+    return {"ready": True, "precall_url": webhook_url, "cleanup_url": cleanup_url, "elevenlabs_sandbox_url": fake_url,
+            "log_dir": str(log_dir), "settings": {"PRECALL_URL": webhook_url, **settings}}
+
+
 def banner(webhook_url: str, cleanup_url: str, events_line: str, log_dir: Path, env: Mapping[str, str],
-           fake_url: str | None) -> str:
+           fake_url: str | None, state_file: Path) -> str:
     """Where everything is, and the whole round trip to paste into another terminal: clone, see the
-    clone in the account, end the call, see it deleted."""
+    clone in the account, end the call, see it deleted. The commands need no exports: they read the
+    state file, except for secrets of the user's own, which the user exports."""
     python = ".venv/bin/python"
     conversation = f"conv_try_{uuid.uuid4().hex[:6]}"
-    exports, yours = f"export PRECALL_URL={webhook_url}", []  # what the user must export as well
-    if env["ELEVENLABS_WEBHOOK_SECRET"] == LOCAL_WEBHOOK_SECRET:
-        exports += f" ELEVENLABS_WEBHOOK_SECRET={LOCAL_WEBHOOK_SECRET}"
-    else:
-        yours.append("ELEVENLABS_WEBHOOK_SECRET")
-    init_secret = f"INIT_WEBHOOK_SECRET={LOCAL_INIT_SECRET} " if env["INIT_WEBHOOK_SECRET"] == LOCAL_INIT_SECRET else ""
-    # `cleanup status` reads the account the services use: the sandbox's, or yours.
-    account = f"ELEVENLABS_API_KEY={SANDBOX_API_KEY} ELEVENLABS_BASE_URL={fake_url} " if fake_url else ""
+    yours = [name for name, local in (("ELEVENLABS_WEBHOOK_SECRET", LOCAL_WEBHOOK_SECRET),
+                                      ("INIT_WEBHOOK_SECRET", LOCAL_INIT_SECRET)) if env[name] != local]
     if not fake_url:
-        yours += ["ELEVENLABS_API_KEY"] + (["ELEVENLABS_BASE_URL"] if "ELEVENLABS_BASE_URL" in env else [])
-    if yours:
-        exports += f"   # and your {', '.join(yours)}"
-    return "\n".join([
+        yours.insert(0, "ELEVENLABS_API_KEY")
+    lines = [
         f"precall_webhook  {webhook_url}   /webhook  /conversation-init  /post-call  /healthz",
         f"cleanup_voices   {cleanup_url}/",
         f"events           {events_line}",
         f"logs             {relative(log_dir)}/  (JSON lines as on Cloud Run; one short line per event below)",
+        f"state            {relative(state_file)}  (how the commands below find this stack; removed when it stops)",
         "",
         "Try the round trip from another terminal in this directory:",
-        f"  {exports}",
+    ]
+    if yours:
+        lines.append(f"  # first export your {', '.join(yours)} there too (they are never written to the state file)")
+    lines += [
         f"  {python} -m precall send {SAMPLE} --name Ivan --conversation-id {conversation}   # 1. the clone",
-        f"  {account}{python} -m cleanup status   # 2. the clone in the account",
+        f"  {python} -m cleanup status   # 2. the clone in the account",
         f"  {python} -m precall post-call {conversation}   # 3. the call ends",
-        f"  {account}{python} -m cleanup status   # 4. gone (voice_deleted shows below)",
-        f"Two-step: {python} -m precall send {SAMPLE} --call-sid CA123, then "
-        f"{init_secret}{python} -m precall init --call-sid CA123",
+        f"  {python} -m cleanup status   # 4. gone (voice_deleted shows below)",
+        f"Two-step: {python} -m precall send {SAMPLE} --call-sid CA123, then {python} -m precall init --call-sid CA123",
         "The quality gate refuses what is not a voice, before ElevenLabs is asked:",
         f"  {python} -m precall send {HOLD_MUSIC} --name Ivan   # 5. hold music: 422 SAMPLE_QUALITY_TOO_LOW",
         f"  {python} -m precall check-sample {HOLD_MUSIC}   # 6. its measures, no service needed",
         "READY (Ctrl-C stops everything)",
-    ])
+    ]
+    return "\n".join(lines)
 
 
 def relative(path: Path) -> str:

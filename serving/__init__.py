@@ -1,8 +1,8 @@
 """How functions-framework's gunicorn serves both targets: threads for calls that wait on ElevenLabs,
-bounded request lines and headers, stalled clients cut off (SPEC 8), bodies and buffers handled
-without needless copies and page faults (issue 10).
+bounded request lines and headers, stalled clients cut off (docs/design.md), bodies and buffers handled
+without needless copies and page faults (docs/benchmarks.md).
 
-SPEC 1's plain `functions-framework --target …` builds its gunicorn server after importing
+The plain `functions-framework --target …` command builds its gunicorn server after importing
 `main.py`, with 4 threads per CPU, no limit on the request line and no read timeout: a handful
 of slow or stalled clients would hold every thread. `install()` (called by `main.py`) adjusts
 that server before it is built: `THREADS` defaults to 256 (a call mostly waits on ElevenLabs, so

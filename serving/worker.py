@@ -73,7 +73,7 @@ class ServiceThreadWorker(ThreadWorker):
 
 class JsonLinesLogger(Logger):
     """gunicorn's own messages (a client cut off, a worker restart) as the service's JSON lines
-    (SPEC 7): exception types, never multi-line tracebacks, on stderr."""
+    (docs/events.md): exception types, never multi-line tracebacks, on stderr."""
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)

@@ -70,7 +70,7 @@ def fake_server() -> Iterator[FakeElevenLabs]:
 
 @pytest.fixture
 def fake_mode() -> str:
-    """`lenient` (the API as the seed imagined it) or `strict` (as documented, at its least convenient:
+    """`lenient` (the API at its most convenient) or `strict` (as documented, at its least convenient:
     custom labels dropped, `code` apart from `status`, 400 for missing voices, foreign voices paged).
     Parametrize it to run a test in both: `@pytest.mark.parametrize("fake_mode", BOTH_MODES)`."""
     return "lenient"

@@ -1,7 +1,7 @@
-"""This machine's gcloud as the judge of what the deploy scripts (and the README) run, without
+"""This machine's gcloud as the judge of what the deploy scripts (and the docs) run, without
 credentials or network: its command tree (the one shell completion uses: every command and flag of
 this installation), the deploy scripts run against `tests/fake_gcloud.sh`, which records every call,
-and the README's `gcloud` commands read out of its shell blocks."""
+and the `gcloud` commands of README.md and docs/*.md read out of their shell blocks."""
 
 from __future__ import annotations
 
@@ -120,10 +120,11 @@ def shell_blocks(markdown: str) -> list[str]:
     return blocks
 
 
-def readme_gcloud_commands() -> list[list[str]]:
-    """Every `gcloud ...` command of the README's shell blocks (continuations joined), as argv."""
+def documented_gcloud_commands() -> list[list[str]]:
+    """Every `gcloud ...` command of the shell blocks of README.md and docs/*.md (continuations joined), as argv."""
     commands = []
-    for block in shell_blocks((ROOT / "README.md").read_text()):
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for block in (b for page in pages for b in shell_blocks(page.read_text())):
         for line in block.replace("\\\n", " ").splitlines():
             lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
             lexer.whitespace_split, lexer.commenters = True, "#"

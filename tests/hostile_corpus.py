@@ -3,7 +3,7 @@
 Audio cases start from the files of `tests/audio_fixtures.py` (espeak-ng speech encoded by ffmpeg)
 or from real ffmpeg encodings made here, and change what a sender controls: codec tags, header
 fields, chunk, tag and page sizes, codec headers. Payload cases break the JSON and multipart
-envelopes; signature cases the header. Every case names the status and error code SPEC 4.2/4.5
+envelopes; signature cases the header. Every case names the status and error code docs/api.md
 require (never a 500, never a 200).
 
 `build_corpus(fixtures, encodings(fixtures, workdir))` returns the cases. Run standalone to write
@@ -92,7 +92,7 @@ def _wav_cases(fx: dict[str, bytes], encoded: dict[str, bytes]) -> Iterator[tupl
     foreign_guid[guid_at:guid_at + 16] = bytes.fromhex("01000000" "2107" "d311" "8644c8c1ca000000")
     yield "wavex_foreign_guid", "wav_codec", bytes(foreign_guid), 415, "UNSUPPORTED_AUDIO_FORMAT"
 
-    # Implausible streams (SPEC 4.2): 400 INVALID_AUDIO before libsndfile decodes anything.
+    # Implausible streams: 400 INVALID_AUDIO before libsndfile decodes anything.
     for name, fields in {"channels_0": {"channels": 0}, "rate_0": {"rate": 0}, "bits_0": {"bits": 0},
                          "block_align_0": {"block_align": 0}, "channels_9": {"channels": 9, "block_align": 18},
                          "rate_7999": {"rate": 7999}, "rate_192001": {"rate": 192001},
@@ -350,7 +350,7 @@ def _ffmpeg(source: Path, out: Path, *args: str) -> bytes:
 
 
 def encodings(fixtures: dict[str, Path], workdir: Path) -> dict[str, bytes]:
-    """Real encodings the fixtures lack: codecs SPEC 4.2 refuses inside WAV, Layer II, plain 32 kbit/s frames."""
+    """Real encodings the fixtures lack: codecs refused inside WAV, Layer II, plain 32 kbit/s frames."""
     workdir.mkdir(parents=True, exist_ok=True)
     speech, long_speech = fixtures["wav_pcm16"], fixtures["wav_20s"]
     return {

@@ -74,6 +74,10 @@ def test_cli_multipart_webhook_and_post_call_are_signed_over_the_raw_body(captur
 def test_cli_help_and_unreachable_service():
     for args in (["--help"], ["send", "--help"], ["post-call", "--help"]):
         assert run_cli(*args).returncode == 0
+    assert "the secret to send (default: INIT_WEBHOOK_SECRET" in " ".join(run_cli("init", "--help").stdout.split())
+    assert "the conversation whose call ended" in run_cli("post-call", "--help").stdout
+    doctor_help = run_cli("doctor", "--help").stdout
+    assert "--agent-id" in doctor_help and "--agent " not in doctor_help  # one name; the old one still works, unlisted
     down = run_cli("post-call", "conv_x", "--url", "http://127.0.0.1:9")
     assert down.returncode == 2 and "is the service running" in down.stderr
 

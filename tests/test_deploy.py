@@ -21,7 +21,7 @@ from tests.gcloud_cli import (
     calls_of,
     flag,
     problems_with,
-    readme_gcloud_commands,
+    documented_gcloud_commands,
     run_with_fake_gcloud,
     sdk_root,
     without_globals,
@@ -73,7 +73,7 @@ def setup(tmp_path, state: str, *args: str, **env: str):
                                 {"ELEVENLABS_API_KEY": "old-value", "ELEVENLABS_AGENT_ID": "agent_x", **env})
 
 
-def test_main_exposes_the_two_spec_targets():
+def test_main_exposes_the_two_targets():
     assert main_targets() == {"precall_webhook", "cleanup_voices"}
 
 
@@ -91,7 +91,7 @@ def test_first_deploy_runs_both_targets_sized_by_default_with_only_variables_the
     assert [flag(cleanup, f) for f in ("--min-instances", "--max-instances", "--cpu", "--memory", "--concurrency")] == \
         ["0", "3", "1", "512Mi", "8"]
     assert env_vars(webhook)["AGENT_UPDATE_MODE"] == "override"
-    # Cloud Run routes the first call only once /healthz says the Pub/Sub client is warm (issue 10).
+    # Cloud Run routes the first call only once /healthz says the Pub/Sub client is warm (docs/design.md).
     assert "httpGet.path=/healthz" in flag(webhook, "--startup-probe") and flag(cleanup, "--startup-probe") is None
     assert flag(webhook, "--image") == "europe-west4-docker.pkg.dev/my-project/precall/precall-voice-clone:b1"
     assert "ELEVENLABS_WEBHOOK_SECRET" in flag(webhook, "--update-secrets")
@@ -219,8 +219,8 @@ def test_teardown_deletes_nothing_without_the_project_id_typed(tmp_path):
 
 
 @needs_gcloud
-def test_every_gcloud_command_in_the_readme_exists_in_this_gcloud():
-    commands = readme_gcloud_commands()
+def test_every_gcloud_command_in_the_docs_exists_in_this_gcloud():
+    commands = documented_gcloud_commands()
     assert len(commands) > 15
     assert {p for command in commands for p in problems_with(command)} == set()
 
@@ -252,12 +252,6 @@ def test_shell_scripts_parse_and_pass_shellcheck(script):
         pytest.skip("shellcheck not installed (scripts/bootstrap.sh installs it)")
     result = subprocess.run(["shellcheck", str(ROOT / script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
-
-
-def test_readme_documents_every_setting():
-    readme = (ROOT / "README.md").read_text()
-    missing = [name for name in ENVIRONMENT_VARIABLES if f"`{name}`" not in readme]
-    assert missing == []
 
 
 def test_config_reads_no_variable_missing_from_the_documented_list():

@@ -53,7 +53,7 @@ def env(service_env: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture
 def ready(fake: FakeElevenLabs) -> FakeElevenLabs:
-    """An account and agent set up as the README's 'Connecting ElevenLabs' says."""
+    """An account and agent set up as docs/connecting-elevenlabs.md says."""
     fake.add_agent(AGENT_ID, allow_first_message=True, allow_voice=True, init_webhook=True,
                    first_message="Hallo {{caller_name}}, fijn dat je belt!", prompt="Help {{ caller_name }}. {{system__time}}")
     return fake
@@ -330,8 +330,12 @@ def test_service_url_proves_the_deployment_end_to_end_and_leaves_nothing_behind(
         voices_before = set(ready.voices)
         right = diagnose(env, service_url=server.url)
         wrong = diagnose({**env, "INIT_WEBHOOK_SECRET": "not-the-deployed-secret"}, service_url=server.url)
+        laptop = diagnose({**env, "AGENT_UPDATE_MODE": "patch"}, service_url=server.url)
     finally:
         server.stop()
+    # This machine says patch, the deployment runs override: the agent is judged as deployed (no race warning).
+    assert "agent: update mode" not in laptop.names() and laptop.exit_code == 0
+    assert "this machine's AGENT_UPDATE_MODE=patch differs" in laptop["deployment: /healthz"].detail
     assert right.exit_code == 0, [f for f in right.findings if f.status != OK]
     assert right["deployment: /healthz"].status == OK
     answer = right["deployment: /conversation-init"]
@@ -343,6 +347,21 @@ def test_service_url_proves_the_deployment_end_to_end_and_leaves_nothing_behind(
     assert wrong.exit_code == 1
     assert ready.requests_to("POST", "/v1/voices/add") == [] and ready.requests_to("PATCH", r"/v1/convai/agents/.*") == []
     assert set(ready.voices) == voices_before
+
+
+def test_the_deployments_events_win_over_this_machines_topic_setting():
+    unset_here = topic_finding(None, deployed_events="pubsub")
+    assert unset_here.status == UNKNOWN and "VOICE_EVENTS_TOPIC is unset" in unset_here.detail
+    assert "export VOICE_EVENTS_TOPIC" in unset_here.fix
+    unused_here = topic_finding("projects/p/topics/t", deployed_events="local")
+    assert unused_here.status == WARNING and "not used" in unused_here.detail
+    assert topic_finding(None, deployed_events="local").status == OK
+
+
+def test_the_old_agent_flag_still_works(ready, env):
+    result = run_cli({**env, "ELEVENLABS_AGENT_ID": ""}, "--json", "--agent", AGENT_ID)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["agent_id"] == AGENT_ID
 
 
 def test_a_service_url_that_does_not_answer_fails(ready, env):

@@ -140,7 +140,7 @@ def test_retry_after_parses_seconds_and_http_dates():
 
 
 def test_the_environments_proxy_settings_still_apply(fake, monkeypatch):
-    # They are read once, when the client is made, not on every request (issue 10).
+    # They are read once, when the client is made, not on every request (docs/design.md).
     for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # nothing listens there

@@ -3,7 +3,7 @@
 A seeded mutation loop over real encodings and real request bodies, each loop within a fixed time
 budget (about 20 s in all). Every input must end in a result or a `ServiceError` (a 4xx) within a
 time and memory bound; an accepted sample must be plausible; and the JSON path must read exactly
-what `json.loads` reads. A failure names the seed and the input's file: `FUZZ_SEED=<seed>` replays
+what `json.loads` reads. A failure names its random seed and the input's file: `FUZZ_SEED=<seed>` replays
 the run.
 """
 

@@ -1,4 +1,4 @@
-"""Hostile input cannot hurt an instance (SPEC 4.2, 7): every case of `tests/hostile_corpus.py` sent
+"""Hostile input cannot hurt an instance (docs/api.md, docs/design.md): every case of `tests/hostile_corpus.py` sent
 to the real server (`functions-framework --target precall_webhook`) gets its 4xx with the JSON
 error body, within a time bound and a memory bound measured on the server's whole process tree,
 without reaching ElevenLabs, and with nothing but JSON lines in the server's output."""

@@ -1,4 +1,4 @@
-"""SPEC 8 on the real server started with SPEC 1's plain command: nothing a client sends before any
+"""Hostile traffic (docs/design.md) on the real server started with the plain functions-framework command: nothing a client sends before any
 signature check costs more than a bounded amount (body size, stalls, request line, headers, framing)."""
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from tests.conftest import (
 from voiceclone import events
 
 pytestmark = pytest.mark.emulator
-# The lifecycle against the API as the seed imagined it, and as documented at its least convenient.
+# The lifecycle against the API at its most convenient, and as documented at its least convenient.
 both_modes = pytest.mark.parametrize("fake_mode", BOTH_MODES)
 OLD = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=3)
 

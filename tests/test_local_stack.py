@@ -1,6 +1,8 @@
 """`make run` as a user runs it: sandbox and live mode, the round trip its banner prints (clone,
-see it in the account, end the call, see it deleted), settings passed through, a bad setting or a
-taken port as one line, and Ctrl-C, SIGTERM or a closed terminal (SIGHUP) stopping everything."""
+see it in the account, end the call, see it deleted) pasted with no exports (the commands find the
+stack through its state file), settings passed through, a bad setting or a taken port as one line,
+and Ctrl-C, SIGTERM or a closed terminal (SIGHUP) stopping everything. Stopping under load and
+through make: tests/test_stopping.py."""
 
 from __future__ import annotations
 
@@ -53,9 +55,10 @@ class Stack:
     def __init__(self, *args: str, env: dict[str, str], log_dir: Path) -> None:
         self.port, self.cleanup_port = free_port(), free_port()
         self.log_dir = log_dir
+        self.state_file = log_dir.parent / "stack.json"
         self.process = subprocess.Popen(
             [sys.executable, "scripts/dev.py", "--port", str(self.port), "--cleanup-port", str(self.cleanup_port),
-             "--log-dir", str(log_dir), *args],
+             "--log-dir", str(log_dir), "--state-file", str(self.state_file), *args],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -79,11 +82,13 @@ class Stack:
         """The banner line ending in `# {marker}...`, as a user would paste it."""
         return next(line for line in self.lines if f"# {marker}" in line).strip()
 
-    def paste(self, command: str) -> subprocess.CompletedProcess[str]:
-        """Run one banner line in a fresh shell after the banner's `export` line, from the repository."""
-        export = next(line for line in self.lines if line.strip().startswith("export ")).strip()
-        return subprocess.run(["bash", "-c", f"{export}\n{command}"], cwd=ROOT, env=clean_env(), capture_output=True,
-                              text=True, timeout=120)
+    def paste(self, command: str, **exports: str) -> subprocess.CompletedProcess[str]:
+        """Run one banner line in a fresh shell from the repository, exporting nothing but `exports`; the
+        stack is found through its state file (here not the default .dev/stack.json, so tests never meet a
+        developer's own make run)."""
+        env = clean_env(PRECALL_STACK_FILE=str(self.state_file), **exports)
+        env.pop("PRECALL_URL", None)
+        return subprocess.run(["bash", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
     def stop(self, sig: int) -> int:
         if self.process.poll() is None:
@@ -115,8 +120,14 @@ def test_sandbox_round_trip_as_the_banner_prints_it_then_everything_stops(use_em
         if use_emulator:
             emulator_port = int(re.search(r"Pub/Sub emulator at 127\.0\.0\.1:(\d+)", output).group(1))
 
+        state = json.loads(stack.state_file.read_text())  # what the operator commands read: the sandbox's own
+        assert state["settings"]["ELEVENLABS_BASE_URL"] == f"http://127.0.0.1:{fake_port}"
+        assert state["settings"]["PRECALL_URL"] == f"http://127.0.0.1:{stack.port}"
+        assert stack.state_file.stat().st_mode & 0o077 == 0
+
         sent = stack.paste(stack.banner_command("1."))
         assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert "using make run's stack" in sent.stderr
         voice_id = json.loads(sent.stdout)["voice_id"]
         listed = stack.paste(stack.banner_command("2."))
         assert listed.returncode == 0, listed.stderr
@@ -137,6 +148,7 @@ def test_sandbox_round_trip_as_the_banner_prints_it_then_everything_stops(use_em
     assert code == 0, stack.output
     assert "stopped" in stack.output
     stack.assert_nothing_left(fake_port, *([emulator_port] if emulator_port else []))
+    assert not stack.state_file.exists()  # the commands no longer find a stack that is gone
     kept = (stack.log_dir / "precall_webhook.log").read_text()
     assert '"event_type": "voice_clone_success"' in kept  # the JSON lines stay, per run
     assert (stack.log_dir / "pubsub-emulator.log").exists() == use_emulator
@@ -150,12 +162,14 @@ def test_live_mode_talks_to_the_api_given_with_the_users_key_and_settings(fake, 
         output = stack.wait_ready()
         assert f"live mode: ElevenLabs at {fake.url}" in output and "sandbox" not in output
         assert API_KEY not in output  # the key is never printed
+        assert API_KEY not in stack.state_file.read_text()  # nor written for the commands: the user exports it
+        assert "first export your ELEVENLABS_API_KEY" in output
         sent = stack.paste(stack.banner_command("1."))
         assert sent.returncode == 0, sent.stdout + sent.stderr
         answer = json.loads(sent.stdout)
         assert answer["voice_id"] in fake.voices
         assert answer["agent_updated"] is False and fake.requests_to("PATCH", r"/v1/convai/agents/.*") == []  # override mode
-        init = stack.paste("INIT_WEBHOOK_SECRET=local-dev-init-secret .venv/bin/python -m precall init --call-sid CA9")
+        init = stack.paste(".venv/bin/python -m precall init --call-sid CA9")
         assert json.loads(init.stdout)["type"] == "conversation_initiation_client_data", init.stderr
         assert stack.paste(stack.banner_command("3.")).returncode == 0
         assert wait_until(lambda: answer["voice_id"] not in fake.voices, timeout=30)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import json_body, post_signed, seed_clone, wait_until
-from tests.gcloud_cli import readme_gcloud_commands
+from tests.gcloud_cli import documented_gcloud_commands
 from tests.log_filter import FilterSyntaxError, field, log_entry, matches
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,7 +150,7 @@ def test_the_dashboard_shows_only_metrics_setup_creates_and_all_of_them():
     assert len(titles) == len(set(titles))
     for title in ("Clone success rate", "Pre-call processing time", "Agent update success rate (patch mode)",
                   "Warnings and errors by type", "ElevenLabs API response time (p95) by endpoint"):
-        assert title in titles  # the seed's list
+        assert title in titles  # the panels an operator looks at first
 
 
 @pytest.mark.parametrize("name", sorted(ALERTS))
@@ -177,8 +177,8 @@ def test_the_alerts_cover_overdue_clones_full_slots_and_the_error_rate():
             "run.googleapis.com/request_count", "precall_postcall_webhook_unhealthy"} <= used
 
 
-def test_the_readmes_log_queries_parse_and_name_events_the_service_writes(service_logs):
-    queries = [c[2] for c in readme_gcloud_commands() if c[:2] == ["logging", "read"]]
+def test_the_documented_log_queries_parse_and_name_events_the_service_writes(service_logs):
+    queries = [c[2] for c in documented_gcloud_commands() if c[:2] == ["logging", "read"]]
     assert len(queries) >= 5
     written = {field(e, "jsonPayload.event_type") for e in service_logs}
     for query in queries:

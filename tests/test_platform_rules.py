@@ -1,4 +1,4 @@
-"""ElevenLabs as it really is (SPEC 4.3, 5): clones recognised without custom labels, error bodies
+"""ElevenLabs as it really is (docs/events.md, docs/api.md): clones recognised without custom labels, error bodies
 with `code` and the legacy `status`, missing voices as `400 voice_not_found`, `requires_verification`,
 post-call ids, and the warning about `patch` mode's shared agent."""
 

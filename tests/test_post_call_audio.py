@@ -1,4 +1,4 @@
-"""`post_call_audio` of any size (SPEC 5): a 50 MB chunked event through the real server is
+"""`post_call_audio` of any size (docs/api.md): a 50 MB chunked event through the real server is
 acknowledged `200` with the signature computed as it streams and the server's memory flat."""
 
 from __future__ import annotations

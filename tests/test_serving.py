@@ -1,4 +1,4 @@
-"""How the real server (SPEC 1's plain command) receives bodies, keeps memory and says it is ready:
+"""How the real server (the plain functions-framework command) receives bodies, keeps memory and says it is ready:
 a body of declared length goes straight from the socket into the service's buffer, whatever pieces
 it arrives in, and the connection still serves what follows it; large buffers are handed back once
 the instance idles; `/healthz` answers once the worker's Pub/Sub connection is up."""

@@ -60,9 +60,9 @@ def test_sdk_accepts_what_we_sign_and_we_accept_what_the_sdk_accepts():
 def test_beyond_the_sdk_spaces_after_commas_are_accepted_and_the_future_is_bounded():
     now = int(time.time())
     spaced = f"t={now}, v0={compute_signature(BODY, SECRET, now)}"
-    assert service_accepts(BODY, spaced) and not sdk_accepts(BODY, spaced)  # SPEC 3: spaces after commas
+    assert service_accepts(BODY, spaced) and not sdk_accepts(BODY, spaced)  # docs/api.md: spaces after commas
     future = sign(BODY, SECRET, now + 3600)
-    assert sdk_accepts(BODY, future) and not service_accepts(BODY, future)  # SPEC 3: at most 300 s ahead
+    assert sdk_accepts(BODY, future) and not service_accepts(BODY, future)  # docs/api.md: at most 300 s ahead
 
 
 def test_every_json_request_the_service_accepts_passes_the_sdk(client, fake, audio_files):

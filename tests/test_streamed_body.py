@@ -86,7 +86,7 @@ SIGNATURE_CASES = [
     pytest.param("", (SECRET,), InvalidSignature, id="empty"),
     pytest.param("garbage", (SECRET,), InvalidSignature, id="garbage"),
     pytest.param(f"t={NOW}", (SECRET,), InvalidSignature, id="no-v0"),
-    pytest.param(f"t={NOW}, v0={GOOD}", (SECRET,), NOW, id="space-after-comma"),  # SPEC 3 accepts it
+    pytest.param(f"t={NOW}, v0={GOOD}", (SECRET,), NOW, id="space-after-comma"),  # accepted (docs/api.md)
 ]
 
 

@@ -1,4 +1,4 @@
-"""The race-free two-step flow (SPEC 4.6): the sample reaches `/webhook` with the call's `call_sid`,
+"""The race-free two-step flow (docs/connecting-elevenlabs.md): the sample reaches `/webhook` with the call's `call_sid`,
 then ElevenLabs' real conversation-initiation webhook asks `/conversation-init` for the voice.
 In-process, over HTTP to the local ElevenLabs server."""
 

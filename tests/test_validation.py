@@ -1,4 +1,4 @@
-"""Every client-side error code of SPEC 4.5, reached over HTTP with real audio."""
+"""Every client-side error code of docs/api.md, reached over HTTP with real audio."""
 
 from __future__ import annotations
 

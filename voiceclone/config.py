@@ -1,4 +1,4 @@
-"""Settings from environment variables (SPEC section 2), validated once at start-up.
+"""Settings from environment variables (docs/configuration.md), validated once at start-up.
 
 `load_settings` raises `ConfigError` naming the first bad variable; `main.py` turns that into
 one line on stderr and a non-zero exit, so a misconfigured instance never serves traffic.

@@ -1,6 +1,6 @@
 """Every failure a webhook caller can see: one exception type per error code.
 
-Each type carries its SPEC 4.5 `error_code` and HTTP status, so the HTTP layer maps
+Each type carries its `error_code` (docs/api.md) and HTTP status, so the HTTP layer maps
 exceptions to responses without a lookup table that could drift from the types.
 """
 
@@ -75,7 +75,7 @@ class InternalError(ServiceError):
 
 
 class RequestTimeout(ServiceError):
-    """The client stalled while sending its request (SPEC 8); it is cut off."""
+    """The client stalled while sending its request (docs/design.md); it is cut off."""
 
     code, http_status = "REQUEST_TIMEOUT", 408
 

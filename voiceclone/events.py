@@ -1,4 +1,4 @@
-"""Voice lifecycle messages (SPEC 6): built, encoded and decoded here, sent elsewhere.
+"""Voice lifecycle messages (docs/events.md): built, encoded and decoded here, sent elsewhere.
 
 Body: UTF-8 JSON; attribute `event_type` equals the body's `event_type`.
 """

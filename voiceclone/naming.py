@@ -1,4 +1,4 @@
-"""Voice names, labels and descriptions that mark a clone as this service's (pure, SPEC 4.3)."""
+"""Voice names, labels and descriptions that mark a clone as this service's (pure; docs/events.md)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def clone_description(conversation_id: str, caller_ref: str | None = None) -> st
 
 
 def caller_ref(secret: str, phone_number: str) -> str:
-    """What is kept of a caller's phone number: 16 hex digits of a keyed hash (SPEC 4.1).
+    """What is kept of a caller's phone number: 16 hex digits of a keyed hash (`caller_ref`, docs/api.md).
 
     Spaces, dashes, dots and brackets are ignored so `+31 6 1234-5678` and `+31612345678` match."""
     normalized = _PHONE_NOISE.sub("", phone_number)
@@ -81,7 +81,7 @@ class CloneIdentity:
 
 
 def parse_clone_identity(name: str | None, description: str | None) -> CloneIdentity | None:
-    """This service's clone as recognised by name and description alone (SPEC 4.3), else None.
+    """This service's clone as recognised by name and description alone (docs/events.md), else None.
 
     The description names the conversation; the name must end in `_Clone_{timestamp}_{suffix}`
     for that same conversation, so one foreign voice that merely looks similar does not match."""

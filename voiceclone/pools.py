@@ -3,7 +3,7 @@
 `ThreadPoolExecutor` starts a thread only when a task finds none idle, and `submit` holds the
 pool's lock while it waits for the new thread to run. In a burst of calls each new thread must
 first win the GIL from the busy ones, so 128 calls arriving at once were let in over 1.4 s instead
-of 0.5 s with the threads already there (measured through the real server, issue 10).
+of 0.5 s with the threads already there (measured through the real server; docs/design.md).
 """
 
 from __future__ import annotations

@@ -129,5 +129,5 @@ def _events_finding(events: Any) -> Finding:
     if missing:
         return Finding(name, FAILED, f"{listed}: without {', '.join(missing)} the clones of such calls wait for the TTL", fix)
     if "audio" in events:
-        return Finding(name, WARNING, f"{listed}: audio events carry the whole call and only cost bandwidth (SPEC 5)", fix)
+        return Finding(name, WARNING, f"{listed}: audio events carry the whole call and only cost bandwidth (docs/connecting-elevenlabs.md)", fix)
     return Finding(name, OK, listed)
