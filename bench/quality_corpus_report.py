@@ -32,7 +32,7 @@ from tests.quality_corpus import CorpusFile, build_corpus  # noqa: E402
 def kind(item: CorpusFile) -> str:
     """What a file stands for, without voice and rendering: `good snr10`, `bad hold-music`, ..."""
     label = item.path.stem.split("-", 2)[2].rsplit("-", 1)[0]
-    for pattern in ("clean", r"snr\d+", "plus20db", "minus50dbfs", "then-5s-music", "with-keypad"):
+    for pattern in ("clean", r"snr\d+", "plus20db", "minus50dbfs", "then-5s-music", r"after-11s-of-[a-z-]+", "with-keypad"):
         found = re.search(pattern, label)
         if found:
             return f"{'good' if item.good else 'bad'} {found.group(0)}"
@@ -65,13 +65,15 @@ def main() -> None:
         costs = []
         for item in corpus:
             data = item.path.read_bytes()
-            probe = audio.probe(data, audio.sniff_format(data), 3.0, keep_seconds=quality.MAX_ANALYSED_SECONDS)
+            fmt = audio.sniff_format(data)
+            probe = audio.probe(data, fmt, 3.0, keep_seconds=quality.FIRST_WINDOW_SECONDS)
             started = time.perf_counter()
-            report = quality.measure(probe.samples, probe.sample_rate, 2.0)  # type: ignore[arg-type]
+            report = quality.assess(probe.samples, probe.sample_rate, 2.0,
+                                    lambda: audio.decode_start(data, fmt, quality.MAX_ANALYSED_SECONDS))  # noqa: B023
             costs.append((time.perf_counter() - started) * 1000 / max(report.analysed_seconds, 0.1) * 10)
-            webrtc = None if item.good else webrtc_speech_seconds(probe.samples, probe.sample_rate)  # type: ignore[arg-type]
+            webrtc = None if item.good else webrtc_speech_seconds(probe.samples, probe.sample_rate)
             rows[kind(item)].append((item, report, webrtc))
-        print(f"{'kind':22} {'files':>5} {'right':>6}  speech s      level dBFS     SNR dB        loud s    clip %   "
+        print(f"{'kind':32} {'files':>5} {'right':>6}  speech s      level dBFS     SNR dB        loud s    clip %   "
               f"keys  reasons given")
         good = bad = good_right = bad_right = 0
         for name in sorted(rows, key=lambda k: (not k.startswith("good"), k)):
@@ -82,7 +84,7 @@ def main() -> None:
             good_right += sum(right) if name.startswith("good") else 0
             bad_right += 0 if name.startswith("good") else sum(right)
             reasons = sorted({",".join(r.reasons) or "accepted" for _, r, _ in group})
-            print(f"{name:22} {len(group):5} {sum(right):6}  {_range([r.speech_seconds for _, r, _ in group]):13} "
+            print(f"{name:32} {len(group):5} {sum(right):6}  {_range([r.speech_seconds for _, r, _ in group]):13} "
                   f"{_range([r.speech_level_dbfs for _, r, _ in group]):14} {_range([r.snr_db for _, r, _ in group]):13} "
                   f"{_range([r.loud_other_seconds for _, r, _ in group]):9} {_range([r.clipped_percent for _, r, _ in group]):10} "
                   f"{_range([r.keypad_tones for _, r, _ in group]):5} {' | '.join(reasons)}")
@@ -96,7 +98,7 @@ def main() -> None:
         if any(w is not None for _, ws in webrtc_rows for w in ws):
             print("\nspeech found by webrtcvad (mode 3) in the bad files (seconds; the gate refuses under 2 s):")
             for name, ws in webrtc_rows:
-                print(f"  {name:22} {_range([w for w in ws if w is not None])}")
+                print(f"  {name:32} {_range([w for w in ws if w is not None])}")
     finally:
         if args.keep is None:
             shutil.rmtree(directory, ignore_errors=True)

@@ -203,11 +203,12 @@ def cmd_check_sample(args: argparse.Namespace) -> int:
     min_speech = _env_seconds("MIN_SPEECH_SECONDS", 2.0) if args.min_speech_seconds is None else args.min_speech_seconds
     try:
         fmt = audio.sniff_format(sample)
-        probe = audio.probe(sample, fmt, _env_seconds("MIN_SAMPLE_SECONDS", 3.0), keep_seconds=quality.MAX_ANALYSED_SECONDS)
+        probe = audio.probe(sample, fmt, _env_seconds("MIN_SAMPLE_SECONDS", 3.0), keep_seconds=quality.FIRST_WINDOW_SECONDS)
     except ServiceError as error:
         print(f"{args.sample}: refused before the quality gate: {error.code} ({error.message})")
         return 1
-    report = quality.measure(probe.samples, probe.sample_rate, min_speech)  # type: ignore[arg-type]
+    report = quality.assess(probe.samples, probe.sample_rate, min_speech,
+                            lambda: audio.decode_start(sample, fmt, quality.MAX_ANALYSED_SECONDS))
     if args.json:
         print(json.dumps({"file": args.sample, "format": fmt.name, "sample_rate": probe.sample_rate,
                           "verdict": "refused" if report.reasons else "accepted", "quality": report.as_dict()}, indent=2))

@@ -69,8 +69,8 @@ class AudioProbe:
     channels: int
     decoded_seconds: float
     declared_seconds: float
-    # The first `keep_seconds` as mono float samples (full scale ±1) at `sample_rate`, when asked for.
-    samples: numpy.ndarray | None = field(default=None, compare=False, repr=False)
+    # The first `keep_seconds` as mono float samples (full scale ±1) at `sample_rate`; empty when not asked for.
+    samples: numpy.ndarray = field(default_factory=lambda: numpy.zeros(0, numpy.float32), compare=False, repr=False)
 
 
 def sniff_format(data: bytes) -> AudioFormat:
@@ -147,10 +147,16 @@ def probe(data: bytes, fmt: AudioFormat, min_seconds: float, keep_seconds: float
             kept: list[numpy.ndarray] | None = [] if keep_seconds > 0 else None
             decoded_frames = _decode_frames(sound, math.ceil(max(min_seconds, keep_seconds) * sound.samplerate), kept)
             declared = sound.frames / sound.samplerate if 0 < sound.frames < 2**62 else 0.0
-            samples = None if kept is None else _joined(kept, math.ceil(keep_seconds * sound.samplerate))
+            samples = _joined(kept or [], math.ceil(keep_seconds * sound.samplerate))
             result = AudioProbe(fmt, sound.samplerate, sound.channels, decoded_frames / sound.samplerate, declared, samples)
     _require_duration(result.decoded_seconds, min_seconds)
     return result
+
+
+def decode_start(data: bytes, fmt: AudioFormat, seconds: float) -> tuple[numpy.ndarray, int]:
+    """The first `seconds` of a sample that `probe` already accepted, as mono float and its rate."""
+    result = probe(data, fmt, 0.0, keep_seconds=seconds)
+    return result.samples, result.sample_rate
 
 
 def _require_plausible(sample_rate: int, channels: int) -> None:

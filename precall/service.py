@@ -114,9 +114,9 @@ class PrecallService:
         Raises `SampleQualityTooLow` with `SAMPLE_QUALITY_GATE=enforce` when the sample fails."""
         data = request.sample.data
         fmt = audio.sniff_format(data)
-        keep = quality.MAX_ANALYSED_SECONDS if self._settings.measures_quality else 0.0
+        keep = quality.FIRST_WINDOW_SECONDS if self._settings.measures_quality else 0.0
         probe = audio.probe(data, fmt, self._settings.min_sample_seconds, keep_seconds=keep)
-        report = self._measure(request, probe.samples, probe.sample_rate) if probe.samples is not None else None
+        report = self._measure(request, data, fmt, probe) if self._settings.measures_quality else None
         limit = self._settings.clone_sample_max_seconds
         if limit > 0 and probe.declared_seconds > limit:
             data = audio.trim(data, fmt, limit)
@@ -126,10 +126,11 @@ class PrecallService:
             raise SampleQualityTooLow(_refusal_message(report), report.reasons, report.as_dict())
         return ValidSample(data, fmt, report)
 
-    def _measure(self, request: PrecallRequest, samples: numpy.ndarray, sample_rate: int) -> quality.QualityReport:
+    def _measure(self, request: PrecallRequest, data: bytes, fmt: audio.AudioFormat, probe: audio.AudioProbe) -> quality.QualityReport:
         """The gate's measures, logged as numbers (`sample_quality`) with the verdict this setting gives."""
         started = time.monotonic()
-        report = quality.measure(samples, sample_rate, self._settings.min_speech_seconds)
+        report = quality.assess(probe.samples, probe.sample_rate, self._settings.min_speech_seconds,
+                                lambda: audio.decode_start(data, fmt, quality.MAX_ANALYSED_SECONDS))
         refused = bool(report.reasons) and self._settings.enforces_quality
         log_event(_log, logging.WARNING if report.reasons else logging.INFO,
                   "Voice sample refused by the quality gate" if refused else "Voice sample quality measured",

@@ -209,6 +209,11 @@ def build_corpus(directory: Path, voices: tuple[tuple[str, str], ...] = VOICES) 
         music = hold_music(5, 100, seed=3)
         add(numpy.concatenate([x[: 6 * RATE], _at_level(music, _rms_db(x))]), False, "too_noisy",
             f"{voice}-then-5s-music", rendering)
+        # A voice that starts late: the gate's first 10 s hold none of it, so it measures 20 s.
+        quiet_line = _at_level(_noise(11, "white", rng), -70)
+        add(numpy.concatenate([quiet_line, x]), True, "ok", f"{voice}-after-11s-of-line-silence", rendering)
+        add(numpy.concatenate([_at_level(hold_music(11, 100, seed=4), _rms_db(x)), x]), False, "too_noisy",
+            f"{voice}-after-11s-of-music", rendering)
         presses = x.copy()
         for at, key in ((1.0, "5"), (2.5, "1"), (4.0, "#")):
             tone = _dtmf(key, on=0.15, off=0, dbfs=_rms_db(x) + 3)
