@@ -108,3 +108,21 @@ def test_batched_segments_find_what_the_model_finds_frame_by_frame(corpus):
     batched = vad.speech_detector.probabilities(probe.samples) >= 0.5
     whole = vad.SpeechDetector(segment_frames=10_000).probabilities(probe.samples) >= 0.5  # frame after frame
     assert whole.sum() > 100 and abs(int(batched.sum()) - int(whole.sum())) <= 0.08 * whole.sum()
+
+
+def test_only_a_sample_without_speech_in_its_first_ten_seconds_is_measured_again():
+    voice, rate = soundfile.read(BUNDLED_SAMPLE, dtype="float32")  # 5.9 s at 8 kHz
+    late = numpy.concatenate([numpy.zeros(11 * rate, numpy.float32), voice, voice])
+    longer_decodes: list[float] = []
+
+    def decode_longer(samples: numpy.ndarray) -> tuple[numpy.ndarray, int]:
+        longer_decodes.append(len(samples) / rate)
+        return samples[: int(quality.MAX_ANALYSED_SECONDS * rate)], rate
+
+    first = late[: int(quality.FIRST_WINDOW_SECONDS * rate)]
+    report = quality.assess(first, rate, 2.0, lambda: decode_longer(late))
+    assert longer_decodes and report.analysed_seconds == 20 and report.speech_seconds > 3 and not report.reasons
+    longer_decodes.clear()
+    ten_seconds_of_voice = numpy.tile(voice, 3)[: int(quality.FIRST_WINDOW_SECONDS * rate)]
+    report = quality.assess(ten_seconds_of_voice, rate, 2.0, lambda: decode_longer(numpy.tile(voice, 5)))
+    assert longer_decodes == [] and report.analysed_seconds == 10 and not report.reasons
