@@ -114,11 +114,10 @@ def _tone(freqs: tuple[float, ...], seconds: float, dbfs: float) -> numpy.ndarra
 
 
 def _cadence(freqs: tuple[float, ...], on: float, off: float, seconds: float, dbfs: float) -> numpy.ndarray:
-    """A tone switched on and off: ring-back (ETSI 425 Hz 1 s / 4 s; US 440+480 Hz 2 s / 4 s), busy."""
-    tone = _tone(freqs, seconds, 0)
+    """A tone at `dbfs` switched on and off: ring-back (ETSI 425 Hz 1 s / 4 s; US 440+480 Hz 2 s / 4 s), busy."""
+    tone = _tone(freqs, seconds, dbfs)
     t = numpy.arange(len(tone)) / RATE
-    gate = (t % (on + off)) < on
-    return _at_level(tone * gate, dbfs) * (gate.any())
+    return tone * ((t % (on + off)) < on)
 
 
 def _dtmf(digits: str, on: float = 0.1, off: float = 0.1, dbfs: float = -10) -> numpy.ndarray:
