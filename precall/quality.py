@@ -71,7 +71,6 @@ DTMF_COLUMNS_HZ = (1209.0, 1336.0, 1477.0, 1633.0)
 # A phone has 12 keys: 1633 Hz (keys A-D) is still measured, so that it can outweigh the others, but
 # never counts as a press (a vowel with harmonics near 697 and 1633 Hz matched key A in the corpus).
 PHONE_KEYPAD_COLUMNS_HZ = DTMF_COLUMNS_HZ[:3]
-_DTMF_KEYS = "123A456B789C*0#D"
 _DTMF_WINDOW = 102  # samples at 8 kHz, as both detectors use (12.75 ms; resolves 697 from 770 Hz)
 _DTMF_HOP = 51
 DTMF_RELATIVE_PEAK = 10 ** (8 / 10)  # the strongest row (column) 8 dB over every other row (column)
@@ -92,6 +91,10 @@ DTMF_MAX_GAP_WINDOWS = 2
 
 # Noise is the median power of the frames outside speech: speech edges the VAD left out stay above it.
 NOISE_PERCENTILE = 50
+# The Goertzel filters of every DTMF tone and its second harmonic as one matrix: cosines, then sines.
+_DTMF_FREQS = numpy.array(DTMF_ROWS_HZ + DTMF_COLUMNS_HZ + tuple(2 * f for f in DTMF_ROWS_HZ + DTMF_COLUMNS_HZ))
+_DTMF_PHASES = 2 * numpy.pi * numpy.outer(numpy.arange(_DTMF_WINDOW), _DTMF_FREQS) / vad.SAMPLE_RATE
+_DTMF_BASIS = numpy.concatenate([numpy.cos(_DTMF_PHASES), numpy.sin(_DTMF_PHASES)], axis=1).astype(numpy.float32)
 REASONS = ("too_little_speech", "keypad_tones", "clipped", "too_quiet", "too_noisy")  # most decisive first
 _MAX_MAGNITUDE = 16.0  # 24 dB over full scale: more than any real overdriven float WAV
 _FLOOR = 1e-12  # power of digital silence, so that logarithms stay finite
@@ -242,26 +245,27 @@ def keypad_presses(phone: numpy.ndarray) -> int:
         return 0
     starts = numpy.arange(0, len(phone) - _DTMF_WINDOW + 1, _DTMF_HOP)
     windows = phone[starts[:, None] + numpy.arange(_DTMF_WINDOW)]
-    freqs = numpy.array(DTMF_ROWS_HZ + DTMF_COLUMNS_HZ)
-    freqs = numpy.concatenate([freqs, 2 * freqs])
-    basis = numpy.exp(-2j * numpy.pi * numpy.outer(numpy.arange(_DTMF_WINDOW), freqs) / vad.SAMPLE_RATE)
-    tones = numpy.abs(windows @ basis) ** 2 * 2 / _DTMF_WINDOW**2  # each tone's mean power (Goertzel)
+    total = numpy.einsum("ij,ij->i", windows, windows) / _DTMF_WINDOW
+    loud = total > 10 ** (DTMF_MIN_DBFS / 10)  # quieter windows are never a press: not analysed
+    windows, total = windows[loud], total[loud]
+    projected = windows @ _DTMF_BASIS  # cosine and sine parts of every tone, in float32 (one sgemm)
+    half = _DTMF_BASIS.shape[1] // 2
+    tones = (projected[:, :half] ** 2 + projected[:, half:] ** 2) * 2 / _DTMF_WINDOW**2  # each tone's mean power
     rows, cols = tones[:, :4], tones[:, 4:8]
     row, col = rows.argmax(axis=1), cols.argmax(axis=1)
     best_row, best_col = rows.max(axis=1), cols.max(axis=1)
     picked = numpy.arange(len(windows))
     row_harmonic, col_harmonic = tones[:, 8:12][picked, row], tones[:, 12:16][picked, col]
-    total = numpy.einsum("ij,ij->i", windows, windows) / _DTMF_WINDOW
     hit = (
-        (total > 10 ** (DTMF_MIN_DBFS / 10))
-        & (best_row < best_col * DTMF_NORMAL_TWIST) & (best_col < best_row * DTMF_REVERSE_TWIST)
+        (best_row < best_col * DTMF_NORMAL_TWIST) & (best_col < best_row * DTMF_REVERSE_TWIST)
         & (numpy.sort(rows, axis=1)[:, -2] * DTMF_RELATIVE_PEAK < best_row)
         & (numpy.sort(cols, axis=1)[:, -2] * DTMF_RELATIVE_PEAK < best_col)
         & (best_row + best_col >= DTMF_TONE_SHARE * total)
         & (row_harmonic * DTMF_SECOND_HARMONIC_ROW < best_row) & (col_harmonic * DTMF_SECOND_HARMONIC_COLUMN < best_col)
         & (col < len(PHONE_KEYPAD_COLUMNS_HZ))
     )
-    key = numpy.where(hit, row * 4 + col, -1)
+    key = numpy.full(len(starts), -1)
+    key[loud] = numpy.where(hit, row * 4 + col, -1)
     presses, current, run, gap = 0, -1, 0, 0
     for value in key.tolist():
         if value >= 0 and value == current:

@@ -49,6 +49,8 @@ class SpeechDetector:
     def load(self) -> InferenceSession:
         """The model, loaded once (about 50 ms, and 150 ms to import onnxruntime): call it at start-up
         rather than on the first sample."""
+        if self._session is not None:
+            return self._session
         with self._lock:
             if self._session is None:
                 import onnxruntime  # imported here: `SAMPLE_QUALITY_GATE=off` never pays for it
