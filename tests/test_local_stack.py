@@ -139,6 +139,10 @@ def test_sandbox_round_trip_as_the_banner_prints_it_then_everything_stops(use_em
         assert wait_until(lambda: f"[voice_deleted]  voice_id={voice_id}" in stack.output, timeout=30), stack.output
         gone = stack.paste(stack.banner_command("4."))
         assert voice_id not in gone.stdout and "this service's clones: 0," in gone.stdout
+        music = stack.paste(stack.banner_command("5."))
+        assert music.returncode == 1 and json.loads(music.stdout)["reasons"] == ["too_little_speech"], music.stdout
+        measures = stack.paste(stack.banner_command("6."))
+        assert measures.returncode == 1 and "verdict: refused: too_little_speech" in measures.stdout
     finally:
         code = stack.stop(stop_signal)
     assert code == 0, stack.output

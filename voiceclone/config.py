@@ -18,6 +18,8 @@ DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 DEFAULT_FIRST_MESSAGE_TEMPLATE = "Hallo {name}, fijn dat je belt!"
 DEFAULT_FIRST_MESSAGE = "Hallo, fijn dat je belt!"
 AGENT_UPDATE_MODES = ("patch", "override", "both")
+SAMPLE_QUALITY_GATES = ("enforce", "report", "off")
+MAX_MIN_SPEECH_SECONDS = 20.0  # precall.quality.MAX_ANALYSED_SECONDS: what the gate measures
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Every environment variable the service reads (PUBSUB_EMULATOR_HOST through google-cloud-pubsub).
 ENVIRONMENT_VARIABLES = (
@@ -28,6 +30,7 @@ ENVIRONMENT_VARIABLES = (
     "DEBUG_SAMPLE_DIR", "LOG_LEVEL", "PUBSUB_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT",
     "INIT_WEBHOOK_SECRET", "INIT_WEBHOOK_HEADER", "INIT_DYNAMIC_VARIABLES", "PREPARED_CLONE_MAX_AGE_SECONDS",
     "LOCAL_QUEUE_PATH",
+    "SAMPLE_QUALITY_GATE", "MIN_SPEECH_SECONDS",
 )
 DEFAULT_INIT_WEBHOOK_HEADER = "X-Precall-Secret"
 # Relative to the working directory; `:memory:` keeps the queue in the process (lost on restart).
@@ -68,6 +71,16 @@ class Settings:
     init_dynamic_variables: tuple[tuple[str, str], ...] = ()
     prepared_clone_max_age_seconds: int = 900
     local_queue_path: str = DEFAULT_LOCAL_QUEUE_PATH
+    sample_quality_gate: str = "enforce"  # enforce: refuse a bad sample; report: measure and log only; off
+    min_speech_seconds: float = 2.0
+
+    @property
+    def measures_quality(self) -> bool:
+        return self.sample_quality_gate != "off"
+
+    @property
+    def enforces_quality(self) -> bool:
+        return self.sample_quality_gate == "enforce"
 
     @property
     def max_body_bytes(self) -> int:
@@ -107,6 +120,9 @@ def load_settings(
     mode = env.get("AGENT_UPDATE_MODE", "patch").strip().lower()
     if mode not in AGENT_UPDATE_MODES:
         raise ConfigError("AGENT_UPDATE_MODE", f"must be one of {', '.join(AGENT_UPDATE_MODES)}")
+    gate = env.get("SAMPLE_QUALITY_GATE", "enforce").strip().lower() or "enforce"
+    if gate not in SAMPLE_QUALITY_GATES:
+        raise ConfigError("SAMPLE_QUALITY_GATE", f"must be one of {', '.join(SAMPLE_QUALITY_GATES)}")
     log_level = env.get("LOG_LEVEL", "INFO").strip().upper()
     if log_level not in LOG_LEVELS:
         raise ConfigError("LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
@@ -143,7 +159,18 @@ def load_settings(
         init_dynamic_variables=_dynamic_variables(env),
         prepared_clone_max_age_seconds=_int(env, "PREPARED_CLONE_MAX_AGE_SECONDS", 900, minimum=1),
         local_queue_path=_optional(env, "LOCAL_QUEUE_PATH") or DEFAULT_LOCAL_QUEUE_PATH,
+        sample_quality_gate=gate,
+        min_speech_seconds=_min_speech_seconds(env),
     )
+
+
+def _min_speech_seconds(env: Mapping[str, str]) -> float:
+    """The gate measures the first 20 s of a sample: asking for more speech would refuse every one."""
+    seconds = _float(env, "MIN_SPEECH_SECONDS", 2.0, minimum=0.0)
+    if seconds > MAX_MIN_SPEECH_SECONDS:
+        raise ConfigError("MIN_SPEECH_SECONDS", f"must be at most {MAX_MIN_SPEECH_SECONDS:g} (the quality gate measures "
+                          f"the first {MAX_MIN_SPEECH_SECONDS:g} s of a sample)")
+    return seconds
 
 
 def _split(secret_text: str) -> tuple[str, ...]:
