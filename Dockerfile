@@ -16,6 +16,7 @@ COPY voiceclone/ voiceclone/
 COPY precall/ precall/
 COPY cleanup/ cleanup/
 COPY telephony/ telephony/
+COPY doctor/ doctor/
 
 USER app
 # THREADS: gunicorn threads per instance (serving/ defaults it to 256); keep >= Cloud Run --concurrency.

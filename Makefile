@@ -33,6 +33,7 @@ bench:
 	@scripts/bootstrap.sh test
 	@.venv/bin/python bench/bench_precall.py
 	@.venv/bin/python bench/bench_telephony.py
+	@.venv/bin/python bench/quality_corpus_report.py
 
 # make soak [SEED=1] [CALLS=500]: hundreds of calls through the real services on both event paths while
 # ElevenLabs fails at random and the services are killed; then checks that no clone is left (docs/soak.md).

@@ -5,7 +5,10 @@ the plain `functions-framework --target precall_webhook` command), against the l
 server with per-endpoint latencies, and is compared, in the same run, with the same ElevenLabs
 calls made directly (this repository's ElevenLabs client, no service in between):
 
-1. added time at zero upstream latency, 1 MB and 10 MB samples: service minus direct add + PATCH;
+0. the quality gate's own cost, in process: 3, 10 and 30 s of speech at 8 kHz (µ-law WAV) and
+   44.1 kHz (MP3), validation with the gate (decode of the first 20 s + measures) minus without;
+1. added time at zero upstream latency, 1 MB and 10 MB samples: service minus direct add + PATCH,
+   with `SAMPLE_QUALITY_GATE=enforce` (the default) and `off`;
 2. one call with realistic latency (search 200 ms, add 1500 ms, PATCH 300 ms): service over
    direct add + PATCH (`patch` mode), and over the direct add alone (`override` mode);
 3. 32 and 128 concurrent calls with 2 s on every ElevenLabs request, over one such call;
@@ -34,7 +37,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from precall import audio, signature  # noqa: E402
+from precall import audio, quality, signature, vad  # noqa: E402
 from sandbox.elevenlabs_server import FakeElevenLabs  # noqa: E402
 from sandbox.processes import FunctionServer, free_port, tree_rss_bytes  # noqa: E402
 from sandbox.pubsub_emulator import PubSubEmulator, create_topology, emulator_available  # noqa: E402
@@ -60,6 +63,41 @@ def make_sample(directory: Path, target_bytes: int) -> bytes:
                     "-t", f"{target_bytes / 16000:.2f}", "-ar", "44100", "-c:a", "libmp3lame", "-b:a", "128k", str(out)],
                    check=True)
     return out.read_bytes()[:MAX_SAMPLE]
+
+
+def speech_file(directory: Path, seconds: float, rate: int, codec: list[str], suffix: str) -> bytes:
+    """`seconds` of real speech (espeak-ng, looped by ffmpeg) at `rate`, encoded with `codec`."""
+    speech = directory / "speech.wav"
+    if not speech.exists():
+        subprocess.run(["espeak-ng", "-v", "nl", "-w", str(speech), SPEECH], check=True)
+    out = directory / f"speech_{seconds:g}s_{rate}{suffix}"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-stream_loop", "-1", "-i", str(speech),
+                    "-t", f"{seconds}", "-ar", str(rate), "-ac", "1", *codec, str(out)], check=True)
+    return out.read_bytes()
+
+
+def gate_cost(directory: Path, rounds: int) -> None:
+    print("== 0. quality gate cost, in process (p50; validation with the gate minus without) ==")
+    vad.speech_detector.load()
+    renderings = {"8 kHz µ-law WAV": (8000, ["-c:a", "pcm_mulaw"], ".wav"),
+                  "44.1 kHz MP3": (44100, ["-c:a", "libmp3lame", "-b:a", "128k"], ".mp3")}
+    for label, (rate, codec, suffix) in renderings.items():
+        for seconds in (3, 10, 30):
+            sample = speech_file(directory, seconds, rate, codec, suffix)
+            fmt = audio.sniff_format(sample)
+            plain, gated, measures = [], [], []
+            for _ in range(rounds):
+                plain.append(timed(lambda: audio.probe(sample, fmt, 3.0)))
+                started = time.perf_counter()
+                probe = audio.probe(sample, fmt, 3.0, keep_seconds=quality.FIRST_WINDOW_SECONDS)
+                decoded = time.perf_counter()
+                report = quality.assess(probe.samples, probe.sample_rate, 2.0,
+                                        lambda: audio.decode_start(sample, fmt, quality.MAX_ANALYSED_SECONDS))  # noqa: B023
+                gated.append(time.perf_counter() - started)
+                measures.append(time.perf_counter() - decoded)
+            print(f"{label:16} {seconds:2} s   validation {ms(p50(plain)):5.1f} ms   with the gate {ms(p50(gated)):5.1f} ms   "
+                  f"gate adds {ms(p50(gated) - p50(plain)):5.1f} ms (measures {ms(p50(measures)):5.1f} ms)   "
+                  f"speech {report.speech_seconds:g} s, {'refused' if report.reasons else 'accepted'}")
 
 
 def ms(seconds: float) -> float:
@@ -154,9 +192,15 @@ def concurrently(action: Callable[[requests.Session, int], None], count: int) ->
 
 
 def added_time(fake: FakeElevenLabs, logs: Path, samples: dict[str, bytes], rounds: int) -> None:
-    print("== 1. added time at zero upstream latency (p50; service minus the same add + PATCH made directly) ==")
+    print("\n== 1. added time at zero upstream latency (p50; service minus the same add + PATCH made directly) ==")
     fake.endpoint_latency, fake.latency = {}, 0.0
-    service, direct = Service(fake, logs), Direct(fake)
+    for gate in ("enforce", "off"):
+        print(f"SAMPLE_QUALITY_GATE={gate}")
+        _added_time(fake, logs, samples, rounds, gate)
+
+
+def _added_time(fake: FakeElevenLabs, logs: Path, samples: dict[str, bytes], rounds: int, gate: str) -> None:
+    service, direct = Service(fake, logs, SAMPLE_QUALITY_GATE=gate), Direct(fake)
     try:
         for label, sample in samples.items():
             accepted, refused = signed_bodies(sample, rounds + 1), signed_bodies(sample, rounds, secret="not-the-secret")
@@ -292,6 +336,7 @@ def cold_start(fake: FakeElevenLabs, logs: Path, sample: bytes, rounds: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and calls")
+    parser.add_argument("--only", choices=("gate",), help="run only the quality gate's rows (0 and 1)")
     args = parser.parse_args()
     rounds = 5 if args.quick else 15
     workdir = Path(tempfile.mkdtemp(prefix="precall-bench-"))
@@ -300,7 +345,10 @@ def main() -> None:
     samples = {"1 MB": make_sample(workdir, 1_000_000), "10 MB": make_sample(workdir, 10_000_000)}
     fake = FakeElevenLabs(api_key=API_KEY, voice_limit=1_000_000, auto_create_agents=True, record_file_bytes=False).start()
     try:
+        gate_cost(workdir, rounds * 2)
         added_time(fake, logs, samples, rounds * 2)
+        if args.only == "gate":
+            return
         realistic_latency(fake, logs, samples["1 MB"], 3 if args.quick else 7)
         concurrency(fake, logs, samples["1 MB"], [32] if args.quick else [32, 128])
         memory(fake, logs, samples["10 MB"], 4 if args.quick else 8)

@@ -5,6 +5,7 @@
   python -m precall post-call CONVERSATION_ID [--call-sid CA..] [--type post_call_transcription]
   python -m precall doctor [--agent-id ID] [--service-url URL] [--twilio-number +31...] [--json]   (= python -m doctor)
   python -m precall dial SAMPLE.wav [--name Ivan] [--press 1] [--twilio-url URL]   (a simulated phone call, make run)
+  python -m precall check-sample FILE [--json]   (the quality gate's measures and verdict, no service needed)
 
 All take --url (default: PRECALL_URL, else http://127.0.0.1:8080). `send` and `post-call` sign with
 ELEVENLABS_WEBHOOK_SECRET (the first one if several; `sm://` references are resolved) or --secret;
@@ -36,6 +37,9 @@ from voiceclone.secret_manager import SecretResolver
 from doctor import cli as doctor
 from telephony.dial import DEFAULT_TWILIO_URL, dial
 
+from voiceclone.errors import ServiceError
+
+from . import audio, quality
 from .postcall import CALL_END_EVENT_TYPES
 from .signature import SIGNATURE_HEADER, sign
 
@@ -50,6 +54,8 @@ HINTS = {
     "SAMPLE_TOO_SHORT": "record more speech: at least the service's MIN_SAMPLE_SECONDS (3 s by default)",
     "UNSUPPORTED_AUDIO_FORMAT": "send WAV, MP3 or Ogg (Vorbis/Opus), e.g. ffmpeg -i in.m4a out.wav",
     "INVALID_AUDIO": "the file does not decode as audio: check it plays (ffplay FILE)",
+    "SAMPLE_QUALITY_TOO_LOW": "see \"reasons\" and \"quality\"; `python -m precall check-sample FILE` shows the same "
+                              "measures with their thresholds (docs/quality-gate.md)",
     "NOT_FOUND": "this service has no such route: is --url the precall_webhook service (make run's first URL)?",
 }
 
@@ -202,6 +208,60 @@ def cmd_dial(args: argparse.Namespace) -> int:
                          "is --twilio-url make run's local Twilio?") from None
 
 
+def _env_seconds(variable: str, default: float) -> float:
+    raw = os.environ.get(variable, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise UsageError(f"{variable}={raw!r} is not a number of seconds") from None
+
+
+def cmd_check_sample(args: argparse.Namespace) -> int:
+    """What the service's quality gate measures in FILE, each measure beside its threshold, and the
+    verdict: the same decode and the same code as the service. Exit 0 accepted, 1 refused."""
+    sample = _read_sample(args.sample)
+    min_speech = _env_seconds("MIN_SPEECH_SECONDS", 2.0) if args.min_speech_seconds is None else args.min_speech_seconds
+    try:
+        fmt = audio.sniff_format(sample)
+        probe = audio.probe(sample, fmt, _env_seconds("MIN_SAMPLE_SECONDS", 3.0), keep_seconds=quality.FIRST_WINDOW_SECONDS)
+    except ServiceError as error:
+        print(f"{args.sample}: refused before the quality gate: {error.code} ({error.message})")
+        return 1
+    report = quality.assess(probe.samples, probe.sample_rate, min_speech,
+                            lambda: audio.decode_start(sample, fmt, quality.MAX_ANALYSED_SECONDS))
+    if args.json:
+        print(json.dumps({"file": args.sample, "format": fmt.name, "sample_rate": probe.sample_rate,
+                          "verdict": "refused" if report.reasons else "accepted", "quality": report.as_dict()}, indent=2))
+        return 1 if report.reasons else 0
+    print(f"{args.sample}: {fmt.name}, {probe.sample_rate} Hz, {probe.channels} channel(s); "
+          f"first {report.analysed_seconds:g} s measured")
+    for label, value, limit, reason, failed in _check_rows(report, min_speech):
+        print(f"  {label:17} {value:>12}   {limit:24} {reason if failed else 'ok'}")
+    print(f"verdict: {'refused: ' + ', '.join(report.reasons) if report.reasons else 'accepted'}")
+    return 1 if report.reasons else 0
+
+
+def _check_rows(report: quality.QualityReport, min_speech: float) -> list[tuple[str, str, str, str, bool]]:
+    """Label, value, threshold, the reason it gives, and whether this row fails."""
+    def number(value: float | None, unit: str) -> str:
+        return "-" if value is None else f"{value:g} {unit}"
+
+    level, snr = report.speech_level_dbfs, report.snr_db
+    return [
+        ("speech", number(report.speech_seconds, "s"), f"at least {min_speech:g} s", "too_little_speech",
+         report.speech_seconds < min_speech),
+        ("keypad tones", str(report.keypad_tones), "none", "keypad_tones", report.keypad_tones > 0),
+        ("clipped", number(report.clipped_percent, "%"), f"at most {quality.MAX_CLIPPED_PERCENT:g} %", "clipped",
+         report.clipped_percent > quality.MAX_CLIPPED_PERCENT),
+        ("speech level", number(level, "dBFS"), f"at least {quality.MIN_SPEECH_LEVEL_DBFS:g} dBFS", "too_quiet",
+         level is not None and level < quality.MIN_SPEECH_LEVEL_DBFS),
+        ("signal/noise", number(snr, "dB"), f"at least {quality.MIN_SNR_DB:g} dB", "too_noisy",
+         snr is not None and snr < quality.MIN_SNR_DB),
+        ("loud non-speech", number(report.loud_other_seconds, "s"), f"at most {quality.MAX_LOUD_OTHER_SECONDS:g} s",
+         "too_noisy", report.loud_other_seconds > quality.MAX_LOUD_OTHER_SECONDS),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m precall", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -254,6 +314,14 @@ def main(argv: list[str] | None = None) -> int:
     phone.add_argument("--talk-seconds", type=float, default=2.0, help="time with the agent before hanging up")
     phone.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the call to end")
     phone.set_defaults(func=cmd_dial)
+
+
+    check = commands.add_parser("check-sample", help="measure a local audio file as the quality gate does (no service)",
+                                description=cmd_check_sample.__doc__)
+    check.add_argument("sample", help="audio file (WAV, MP3 or OGG)")
+    check.add_argument("--min-speech-seconds", type=float, help="default: MIN_SPEECH_SECONDS, else 2")
+    check.add_argument("--json", action="store_true", help="the measures as JSON")
+    check.set_defaults(func=cmd_check_sample)
 
     args = parser.parse_args(argv)
     target = getattr(args, "url", None) or getattr(args, "service_url", None) or getattr(args, "twilio_url", None) or "the service"

@@ -26,9 +26,10 @@ import os
 import struct
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
+import numpy
 import soundfile
 
 from voiceclone.errors import InvalidAudio, SampleTooShort, UnsupportedAudioFormat
@@ -68,6 +69,8 @@ class AudioProbe:
     channels: int
     decoded_seconds: float
     declared_seconds: float
+    # The first `keep_seconds` as mono float samples (full scale ±1) at `sample_rate`; empty when not asked for.
+    samples: numpy.ndarray = field(default_factory=lambda: numpy.zeros(0, numpy.float32), compare=False, repr=False)
 
 
 def sniff_format(data: bytes) -> AudioFormat:
@@ -118,12 +121,15 @@ def _is_mp3_frame_header(header: bytes) -> bool:
     return version != 1 and layer == 1 and bitrate_index != 0xF and rate_index != 0x3
 
 
-def probe(data: bytes, fmt: AudioFormat, min_seconds: float) -> AudioProbe:
-    """Decode until `min_seconds` of audio are proven; raise if they are not there.
+def probe(data: bytes, fmt: AudioFormat, min_seconds: float, keep_seconds: float = 0.0) -> AudioProbe:
+    """Decode until `min_seconds` of audio are proven; raise if they are not there. With
+    `keep_seconds`, decode that much as well (when there is that much) and keep it, downmixed to mono
+    float, for the quality measures: one decode serves both.
 
     Bounded whatever the bytes: the WAV header and MP3 tags are checked before libsndfile sees
-    them, the stream's rate and channels before any audio is decoded, and at most `min_seconds`
-    are decoded, one second at a time.
+    them, the stream's rate and channels before any audio is decoded, and at most the larger of the
+    two durations is decoded, one second at a time. What is kept is mono, so at most
+    `keep_seconds` x 192 kHz x 4 bytes (15 MB for 20 s) whatever the channel count.
     """
     if fmt is AudioFormat.WAV:
         data = _checked_wav(data)
@@ -138,11 +144,19 @@ def probe(data: bytes, fmt: AudioFormat, min_seconds: float) -> AudioProbe:
             if sound.format not in fmt.sndfile_majors or sound.subtype not in fmt.sndfile_subtypes:
                 raise UnsupportedAudioFormat(f"The bytes hold {sound.format} {sound.subtype}, which is not a supported format")
             _require_plausible(sound.samplerate, sound.channels)
-            decoded_frames = _decode_frames(sound, math.ceil(min_seconds * sound.samplerate))
+            kept: list[numpy.ndarray] | None = [] if keep_seconds > 0 else None
+            decoded_frames = _decode_frames(sound, math.ceil(max(min_seconds, keep_seconds) * sound.samplerate), kept)
             declared = sound.frames / sound.samplerate if 0 < sound.frames < 2**62 else 0.0
-            result = AudioProbe(fmt, sound.samplerate, sound.channels, decoded_frames / sound.samplerate, declared)
+            samples = _joined(kept or [], math.ceil(keep_seconds * sound.samplerate))
+            result = AudioProbe(fmt, sound.samplerate, sound.channels, decoded_frames / sound.samplerate, declared, samples)
     _require_duration(result.decoded_seconds, min_seconds)
     return result
+
+
+def decode_start(data: bytes, fmt: AudioFormat, seconds: float) -> tuple[numpy.ndarray, int]:
+    """The first `seconds` of a sample that `probe` already accepted, as mono float and its rate."""
+    result = probe(data, fmt, 0.0, keep_seconds=seconds)
+    return result.samples, result.sample_rate
 
 
 def _require_plausible(sample_rate: int, channels: int) -> None:
@@ -153,19 +167,27 @@ def _require_plausible(sample_rate: int, channels: int) -> None:
         raise InvalidAudio(f"Implausible channel count {channels}: 1 to {MAX_CHANNELS} expected")
 
 
-def _decode_frames(sound: soundfile.SoundFile, wanted: int) -> int:
-    """Frames that really decode, up to `wanted`; a decode error ends the count, not the call."""
+def _decode_frames(sound: soundfile.SoundFile, wanted: int, kept: list[numpy.ndarray] | None = None) -> int:
+    """Frames that really decode, up to `wanted`; a decode error ends the count, not the call.
+    With `kept`, each block is appended to it as mono float32."""
     block = max(1, int(sound.samplerate * _DECODE_BLOCK_SECONDS))
     decoded = 0
     while decoded < wanted:
         try:
-            chunk = sound.read(min(block, wanted - decoded), dtype="int16", always_2d=True)
+            chunk = sound.read(min(block, wanted - decoded), dtype="int16" if kept is None else "float32", always_2d=True)
         except soundfile.SoundFileError:
             break
         if len(chunk) == 0:
             break
+        if kept is not None:
+            kept.append(chunk[:, 0] if chunk.shape[1] == 1 else chunk.mean(axis=1, dtype=numpy.float32))
         decoded += len(chunk)
     return decoded
+
+
+def _joined(blocks: list[numpy.ndarray], limit: int) -> numpy.ndarray:
+    samples = numpy.concatenate(blocks) if blocks else numpy.zeros(0, numpy.float32)
+    return numpy.ascontiguousarray(samples[:limit])
 
 
 def _require_duration(decoded_seconds: float, min_seconds: float) -> None:

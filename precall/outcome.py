@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .payload import CallerInfo
+from .quality import QualityReport
 
 
 @dataclass(frozen=True)
@@ -20,3 +21,4 @@ class CloneOutcome:
     caller: CallerInfo
     reused: bool
     timings: dict[str, int] = field(default_factory=dict)  # per-step milliseconds: lookup, clone, agent update, publish
+    quality: QualityReport | None = None  # the sample's measures; None with SAMPLE_QUALITY_GATE=off

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from voiceclone.config import Settings
-from voiceclone.errors import ServiceError
+from voiceclone.errors import SampleQualityTooLow, ServiceError
 
 from .greeting import display_name
 from .outcome import CloneOutcome
@@ -21,6 +21,8 @@ def success_body(outcome: CloneOutcome, settings: Settings, processing_time_ms: 
         "caller_info": outcome.caller.as_response(),
         "processing_time_ms": processing_time_ms,
     }
+    if outcome.quality is not None:
+        body["quality"] = outcome.quality.as_dict()
     if settings.returns_overrides:
         # ElevenLabs' conversation-initiation fields; the agent must allow these overrides.
         body["type"] = "conversation_initiation_client_data"
@@ -33,9 +35,13 @@ def success_body(outcome: CloneOutcome, settings: Settings, processing_time_ms: 
 
 
 def error_body(error: ServiceError, conversation_id: str | None) -> dict[str, Any]:
-    return {
+    body: dict[str, Any] = {
         "status": "error",
         "error_code": error.code,
         "error_message": error.message,
         "conversation_id": conversation_id,
     }
+    if isinstance(error, SampleQualityTooLow):
+        body["reasons"] = list(error.reasons)
+        body["quality"] = error.quality
+    return body

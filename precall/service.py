@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -14,18 +14,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy
+
 from voiceclone import events
 from voiceclone.clones import Clone, CloneInventory
 from voiceclone.config import Settings
 from voiceclone.deadline import Deadline, DeadlineExceeded
 from voiceclone.elevenlabs_client import ElevenLabsClient, ElevenLabsError, NewVoice
-from voiceclone.errors import UpstreamTimeout, VoiceCloningFailed
+from voiceclone.errors import SampleQualityTooLow, UpstreamTimeout, VoiceCloningFailed
 from voiceclone.logs import get_logger, log_event
 from voiceclone.naming import caller_ref, clone_description, clone_labels, voice_name
 from voiceclone.pools import start_threads
 from voiceclone.sinks import EventSink
 
-from . import audio
+from . import audio, quality, vad
 from .greeting import greeting, mask_name
 from .outcome import CloneOutcome
 from .payload import PrecallRequest
@@ -53,6 +55,20 @@ class _Cloned:
     event: dict[str, Any] | None  # voice.created to publish for the clone this call answers with
 
 
+@dataclass(frozen=True)
+class ValidSample:
+    """A sample that passed validation (and the quality gate, unless it is off or only reports).
+
+    Iterates as `(data, format)`, so `data, fmt = service.validate_sample(request)` reads as before."""
+
+    data: bytes
+    format: audio.AudioFormat
+    quality: quality.QualityReport | None  # None with SAMPLE_QUALITY_GATE=off
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.data, self.format))
+
+
 class PrecallService:
     def __init__(
         self,
@@ -73,6 +89,10 @@ class PrecallService:
         # Side work of a call (duplicate look-up, publish). Threads start lazily, so none exists before
         # gunicorn forks its worker (`warm_up` starts them after); sized for hundreds of concurrent calls that mostly wait on I/O.
         self._pool = ThreadPoolExecutor(max_workers=512, thread_name_prefix="precall-side")
+        if settings.measures_quality:
+            # Loaded here, before gunicorn forks its worker (the model starts no threads: one per session
+            # and call), so neither the first sample nor `/healthz` waits on importing onnxruntime.
+            vad.speech_detector.load()
 
     def warm_up(self) -> None:
         """Start the side threads now, in the background, in the process that serves (after
@@ -87,30 +107,53 @@ class PrecallService:
         """The keyed hash that stands for a phone number (`caller_ref`, docs/api.md); None without a number."""
         return caller_ref(self._settings.webhook_secrets[0], caller_id) if caller_id else None
 
-    def validate_sample(self, request: PrecallRequest) -> tuple[bytes, audio.AudioFormat]:
-        """Format from the bytes and measured duration; trimmed if configured."""
+    def validate_sample(self, request: PrecallRequest) -> ValidSample:
+        """Format from the bytes, measured duration, then the quality gate (before anything reaches
+        ElevenLabs, so a refused sample spends no voice slot); trimmed if configured. A refused sample
+        is still written to `DEBUG_SAMPLE_DIR`, where `check-sample` can show why.
+
+        Raises `SampleQualityTooLow` with `SAMPLE_QUALITY_GATE=enforce` when the sample fails."""
         data = request.sample.data
         fmt = audio.sniff_format(data)
-        probe = audio.probe(data, fmt, self._settings.min_sample_seconds)
+        keep = quality.FIRST_WINDOW_SECONDS if self._settings.measures_quality else 0.0
+        probe = audio.probe(data, fmt, self._settings.min_sample_seconds, keep_seconds=keep)
+        report = self._measure(request, data, fmt, probe) if self._settings.measures_quality else None
         limit = self._settings.clone_sample_max_seconds
         if limit > 0 and probe.declared_seconds > limit:
             data = audio.trim(data, fmt, limit)
         if self._settings.debug_sample_dir:
             _write_debug_sample(self._settings.debug_sample_dir, request.conversation_id, fmt, data)
-        return data, fmt
+        if report is not None and report.reasons and self._settings.enforces_quality:
+            raise SampleQualityTooLow(_refusal_message(report), report.reasons, report.as_dict())
+        return ValidSample(data, fmt, report)
+
+    def _measure(self, request: PrecallRequest, data: bytes, fmt: audio.AudioFormat, probe: audio.AudioProbe) -> quality.QualityReport:
+        """The gate's measures, logged as numbers (`sample_quality`) with the verdict this setting gives."""
+        started = time.monotonic()
+        report = quality.assess(probe.samples, probe.sample_rate, self._settings.min_speech_seconds,
+                                lambda: audio.decode_start(data, fmt, quality.MAX_ANALYSED_SECONDS))
+        refused = bool(report.reasons) and self._settings.enforces_quality
+        log_event(_log, logging.WARNING if report.reasons else logging.INFO,
+                  "Voice sample refused by the quality gate" if refused else "Voice sample quality measured",
+                  "sample_quality", conversation_id=request.conversation_id, gate=self._settings.sample_quality_gate,
+                  verdict="refused" if refused else ("would_refuse" if report.reasons else "accepted"),
+                  reason=report.reasons[0] if report.reasons else "", gate_ms=round((time.monotonic() - started) * 1000, 1),
+                  **report.as_dict())
+        return report
 
     def handle(self, request: PrecallRequest, started: float, deadline: Deadline | None = None,
                patch_agent: bool = True) -> CloneOutcome:
         """Validate, then clone once per conversation (concurrent duplicates share the work). The
         telephony front gives its own (shorter) deadline and never PATCHes the shared agent."""
-        sample, fmt = self.validate_sample(request)
+        valid = self.validate_sample(request)
         if deadline is None:
             deadline = Deadline(self._settings.request_deadline_seconds - (time.monotonic() - started))
         return self._flights.run(request.conversation_id,
-                                 lambda: self._clone_and_update(request, sample, fmt, deadline, patch_agent))
+                                 lambda: self._clone_and_update(request, valid.data, valid.format, deadline, valid.quality,
+                                                                patch_agent))
 
     def _clone_and_update(self, request: PrecallRequest, sample: bytes, fmt: audio.AudioFormat, deadline: Deadline,
-                          patch_agent: bool) -> CloneOutcome:
+                          report: quality.QualityReport | None, patch_agent: bool) -> CloneOutcome:
         """Nothing waits that need not: the duplicate look-up runs beside the clone, and the event is
         published beside the agent PATCH (the answer waits for both, the publish at most about a second:
         Cloud Run may throttle the CPU once the answer is sent, so a normal publish is done before it)."""
@@ -129,7 +172,7 @@ class PrecallService:
         if published is not None and clone.event is not None:
             self._await_publish(published, clone.event, publish_started)
         return CloneOutcome(request.conversation_id, request.agent_id, clone.voice_id, clone.name, agent_updated,
-                            first_message, request.caller, clone.reused, timings)
+                            first_message, request.caller, clone.reused, timings, report)
 
     def publish(self, event: dict[str, Any]) -> bool | None:
         """Publish for an answer that must not wait long: True/False once done, None if it is still
@@ -319,6 +362,21 @@ class PrecallService:
 def _age_order(clone: Clone) -> tuple[datetime, str]:
     """Oldest first; a clone of unknown age last; the voice id breaks ties the same way everywhere."""
     return (clone.created_at or datetime.max.replace(tzinfo=timezone.utc), clone.voice_id)
+
+
+# What a caller can do about each reason, for the error message (the codes are in `reasons`).
+_ADVICE = {
+    "too_little_speech": "too little speech (record the caller speaking, not music, tones or silence)",
+    "keypad_tones": "keypad tones (record without pressing keys)",
+    "clipped": "clipped (record at a lower level)",
+    "too_quiet": "too quiet (record closer to the microphone or at a higher level)",
+    "too_noisy": "too noisy (record somewhere quieter, without music or television)",
+}
+
+
+def _refusal_message(report: quality.QualityReport) -> str:
+    return (f"The voice sample cannot make a good clone: {'; '.join(_ADVICE[r] for r in report.reasons)}. "
+            f"{report.speech_seconds:g} s of speech found in the first {report.analysed_seconds:g} s.")
 
 
 def _file_stem(request: PrecallRequest) -> str:

@@ -45,6 +45,7 @@ LOCAL_INIT_SECRET = "local-dev-init-secret"
 SANDBOX_API_KEY = "sandbox"
 SANDBOX_AGENT_ID = "agent_local_sandbox"
 SAMPLE = "samples/sample.wav"
+HOLD_MUSIC = "samples/hold_music.mp3"  # synthesised hold music: what a phone plays instead of a voice
 RUNS_KEPT = 20
 # Where events go is `make run`'s choice (emulator or local queue), never the shell's.
 OWNED_BY_RUN = ("VOICE_EVENTS_TOPIC", "PUBSUB_EMULATOR_HOST")
@@ -332,6 +333,9 @@ def banner(webhook_url: str, cleanup_url: str, events_line: str, log_dir: Path, 
         f"  {python} -m cleanup status   # 4. gone (voice_deleted shows below)",
         *phone,
         f"Two-step: {python} -m precall send {SAMPLE} --call-sid CA123, then {python} -m precall init --call-sid CA123",
+        "The quality gate refuses what is not a voice, before ElevenLabs is asked:",
+        f"  {python} -m precall send {HOLD_MUSIC} --name Ivan   # 6. hold music: 422 SAMPLE_QUALITY_TOO_LOW",
+        f"  {python} -m precall check-sample {HOLD_MUSIC}   # 7. its measures, no service needed",
         "READY (Ctrl-C stops everything)",
     ]
     return "\n".join(lines)

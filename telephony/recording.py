@@ -21,7 +21,7 @@ from precall.service import PrecallService
 from voiceclone import events
 from voiceclone.config import Settings
 from voiceclone.deadline import Deadline, DeadlineExceeded
-from voiceclone.errors import InvalidAudio, SampleTooShort, ServiceError, UpstreamTimeout
+from voiceclone.errors import InvalidAudio, SampleQualityTooLow, SampleTooShort, ServiceError, UpstreamTimeout
 from voiceclone.logs import get_logger, log_event
 from voiceclone.sinks import EventSink
 
@@ -32,9 +32,10 @@ from .timing import recording_budget
 from .twilio_client import CallDetails, TwilioClient, TwilioError
 
 # The sample refusals that get the caller one more try (the retry prompt and a new recording): the
-# caller can fix them by speaking longer, louder or more clearly. The sample-quality gate's refusal
-# belongs here too. Any other refusal, or a second one, connects the call without a clone.
-REPROMPT_ERRORS: tuple[type[ServiceError], ...] = (SampleTooShort, InvalidAudio)
+# caller can fix them by speaking longer, louder, more clearly or somewhere quieter (the quality gate's
+# refusal: hold music, keypad tones, noise). Any other refusal, or a second one, connects the call
+# without a clone.
+REPROMPT_ERRORS: tuple[type[ServiceError], ...] = (SampleTooShort, InvalidAudio, SampleQualityTooLow)
 DELETE_SECONDS = 5.0
 CALL_NOT_IN_PROGRESS = 21220  # Twilio's answer to updating a call that has ended
 _log = get_logger("telephony")

@@ -1,5 +1,9 @@
 """Real audio made by real encoders (espeak-ng speaks, ffmpeg encodes), plus the traps.
 
+Every file that stands for a caller's voice is speech, in each supported format (WAV PCM, float,
+µ-law, A-law, MP3, Ogg Vorbis, Opus): the quality gate refuses anything else. `hold_music` is the
+one deliberately good-sounding sample that is not a voice.
+
 `build_fixtures(directory)` writes every file the tests use and returns their paths by name.
 Run it directly (`python tests/audio_fixtures.py DIR`) to look at or listen to the files.
 """
@@ -11,6 +15,10 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+
+import soundfile
+
+from tests.quality_corpus import RATE, hold_music
 
 SPEECH = (
     "Hallo, met Ivan. Ik bel over mijn afspraak van volgende week. "
@@ -73,6 +81,7 @@ def build_fixtures(directory: Path) -> dict[str, Path]:
         "wav_pcm24_48k_stereo": ("wav", ["-ar", "48000", "-ac", "2", "-c:a", "pcm_s24le"]),
         "wav_float32": ("wav", ["-c:a", "pcm_f32le"]),
         "wav_mulaw_8k": ("wav", ["-ar", "8000", "-c:a", "pcm_mulaw"]),
+        "wav_alaw_8k": ("wav", ["-ar", "8000", "-c:a", "pcm_alaw"]),
         "mp3_cbr": ("mp3", ["-c:a", "libmp3lame", "-b:a", "64k"]),
         "mp3_vbr_stereo": ("mp3", ["-ac", "2", "-ar", "44100", "-c:a", "libmp3lame", "-q:a", "4"]),
         "ogg_vorbis": ("ogg", ["-c:a", "libvorbis"]),
@@ -117,6 +126,12 @@ def build_fixtures(directory: Path) -> dict[str, Path]:
     files["ogg_garbage"].write_bytes(vorbis[:58] + noise)
     files["mp3_garbage"] = d / "mp3_garbage.mp3"
     files["mp3_garbage"].write_bytes(id3v2_tag(100) + noise)
+
+    # What a caller's phone plays instead of a voice: synthesised hold music (chords with rhythm), as an MP3.
+    music = d / "hold_music.wav"
+    soundfile.write(music, hold_music(10, 110, seed=7), RATE, subtype="FLOAT")
+    files["hold_music"] = d / "hold_music.mp3"
+    _ffmpeg("-i", str(music), "-ar", "44100", "-c:a", "libmp3lame", "-b:a", "128k", str(files["hold_music"]))
 
     files["text"] = d / "not_audio.mp3"
     files["text"].write_bytes(b"This is a text file pretending to be an MP3.\n" * 100)

@@ -133,7 +133,7 @@ def service_env(fake: FakeElevenLabs, monkeypatch: pytest.MonkeyPatch, tmp_path:
     for name in list(os.environ):
         if name.startswith(("ELEVENLABS_", "VOICE_", "FIRST_MESSAGE_", "AGENT_UPDATE", "MAX_SAMPLE", "MIN_SAMPLE",
                             "CLONE_SAMPLE", "WEBHOOK_TOLERANCE", "REQUEST_DEADLINE", "DEBUG_SAMPLE", "FUNCTION_TARGET",
-                            "LOCAL_QUEUE", "TWILIO_", "PUBLIC_BASE_URL")):
+                            "LOCAL_QUEUE", "TWILIO_", "PUBLIC_BASE_URL", "SAMPLE_QUALITY", "MIN_SPEECH")):
             monkeypatch.delenv(name, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)

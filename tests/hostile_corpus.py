@@ -22,9 +22,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy
+
 AGENT_ID = "agent_def456uvw"
 MAX_SAMPLE_BYTES = 10 * 1024 * 1024  # the service's default MAX_SAMPLE_BYTES
-CATEGORIES = ("wav_codec", "wav_header", "wav_chunks", "mp3", "ogg", "json", "multipart", "signature")
+CATEGORIES = ("wav_codec", "wav_header", "wav_chunks", "mp3", "ogg", "quality_gate", "json", "multipart", "signature")
 
 
 @dataclass(frozen=True)
@@ -359,14 +361,35 @@ def encodings(fixtures: dict[str, Path], workdir: Path) -> dict[str, bytes]:
         "mp2": _ffmpeg(speech, workdir / "layer2.mp2", "-c:a", "mp2"),
         "mp3_32k_frames": _ffmpeg(long_speech, workdir / "frames_32k.mp3", "-c:a", "libmp3lame", "-b:a", "32k",
                                   "-id3v2_version", "0", "-write_xing", "0"),
+        "mp3_music_frames": _ffmpeg(fixtures["hold_music"], workdir / "music.mp3", "-c:a", "libmp3lame", "-b:a", "128k",
+                                    "-id3v2_version", "0", "-write_xing", "0"),
     }
+
+
+def _quality_gate_cases(encoded: dict[str, bytes]) -> Iterator[tuple[str, str, bytes, int, str]]:
+    """Valid containers that pass every check before the quality gate and make its measures work
+    hardest: the most samples per second the service accepts, values no measure expects, and 10 MB of
+    music. Each must be refused by the gate within the same bounds (422, the reasons in the body)."""
+    rng = numpy.random.default_rng(9)
+    floats = (rng.standard_normal(20 * 48000) * 1e30).astype(numpy.float32)
+    floats[::7], floats[::11], floats[::13] = numpy.nan, numpy.inf, -numpy.inf
+    yield ("wav_float_nan_inf_1e30_20s", "quality_gate", _riff(_fmt(tag=3, rate=48000, bits=32), _chunk(b"data", floats.tobytes())),
+           422, "SAMPLE_QUALITY_TOO_LOW")
+    noise = rng.integers(-3000, 3000, size=(MAX_SAMPLE_BYTES - 65536) // 2, dtype=numpy.int16)
+    yield ("wav_pcm16_192khz_noise_26s", "quality_gate", _riff(_fmt(rate=192000, bits=16), _chunk(b"data", noise.tobytes())),
+           422, "SAMPLE_QUALITY_TOO_LOW")
+    yield ("wav_mulaw_192khz_8ch_noise", "quality_gate",
+           _riff(_fmt(tag=7, channels=8, rate=192000, bits=8), _chunk(b"data", noise.tobytes())), 422, "SAMPLE_QUALITY_TOO_LOW")
+    frames = encoded["mp3_music_frames"]
+    yield ("mp3_10mb_of_hold_music", "quality_gate", frames * ((MAX_SAMPLE_BYTES - 4096) // len(frames)), 422,
+           "SAMPLE_QUALITY_TOO_LOW")
 
 
 def build_corpus(fixtures: dict[str, Path], encoded: dict[str, bytes]) -> list[HostileCase]:
     """Every hostile case, from the files `tests/audio_fixtures.build_fixtures` made and `encodings`."""
     fx = {name: path.read_bytes() for name, path in fixtures.items()}
     cases: list[HostileCase] = []
-    audio = [*_wav_cases(fx, encoded), *_mp3_cases(fx, encoded), *_ogg_cases(fx)]
+    audio = [*_wav_cases(fx, encoded), *_mp3_cases(fx, encoded), *_ogg_cases(fx), *_quality_gate_cases(encoded)]
     for index, (name, category, sample, status, code) in enumerate(audio):
         body = json.dumps(_document(index, base64.b64encode(sample).decode())).encode()
         cases.append(HostileCase(name, category, body, "application/json", status, code))

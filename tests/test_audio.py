@@ -13,7 +13,7 @@ from voiceclone.errors import InvalidAudio, SampleTooShort, UnsupportedAudioForm
 
 SUPPORTED = {"wav_pcm16": audio.AudioFormat.WAV, "wav_pcm8_8k": audio.AudioFormat.WAV,
              "wav_pcm24_48k_stereo": audio.AudioFormat.WAV, "wav_float32": audio.AudioFormat.WAV,
-             "wav_mulaw_8k": audio.AudioFormat.WAV, "mp3_cbr": audio.AudioFormat.MP3,
+             "wav_mulaw_8k": audio.AudioFormat.WAV, "wav_alaw_8k": audio.AudioFormat.WAV, "mp3_cbr": audio.AudioFormat.MP3,
              "mp3_vbr_stereo": audio.AudioFormat.MP3, "mp3_big_id3_short": audio.AudioFormat.MP3,
              "ogg_vorbis": audio.AudioFormat.OGG_VORBIS, "ogg_opus": audio.AudioFormat.OGG_OPUS}
 

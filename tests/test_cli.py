@@ -200,3 +200,17 @@ class _Refusing(BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers["Content-Length"]))
         send_json(self, 401, {"status": "error", "error_code": "INVALID_SIGNATURE",
                               "error_message": "Signature does not match", "conversation_id": None})
+
+
+def test_check_sample_prints_each_measure_beside_its_threshold_and_exits_by_the_verdict(audio_files):
+    accepted = run_cli("check-sample", "samples/sample.wav")
+    assert accepted.returncode == 0 and "verdict: accepted" in accepted.stdout, accepted.stdout + accepted.stderr
+    assert "speech" in accepted.stdout and "at least 2 s" in accepted.stdout
+    refused = run_cli("check-sample", str(audio_files["hold_music"]), "--json")
+    assert refused.returncode == 1, refused.stderr
+    answer = json.loads(refused.stdout)
+    assert answer["verdict"] == "refused" and answer["quality"]["reasons"] == ["too_little_speech"]
+    not_audio = run_cli("check-sample", "README.md")
+    assert not_audio.returncode == 1 and "UNSUPPORTED_AUDIO_FORMAT" in not_audio.stdout
+    missing = run_cli("check-sample", "no-such-file.wav")
+    assert missing.returncode == 2 and "no such file" in missing.stderr

@@ -98,11 +98,23 @@ VALID = {"ELEVENLABS_API_KEY": "k", "ELEVENLABS_WEBHOOK_SECRET": "s"}
     ({**VALID, "VOICE_EVENTS_TOPIC": "voices"}, "VOICE_EVENTS_TOPIC"),  # bare name without a project
     ({**VALID, "ELEVENLABS_BASE_URL": "ftp://x"}, "ELEVENLABS_BASE_URL"),
     ({**VALID, "LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+    ({**VALID, "SAMPLE_QUALITY_GATE": "strict"}, "SAMPLE_QUALITY_GATE"),
+    ({**VALID, "MIN_SPEECH_SECONDS": "two"}, "MIN_SPEECH_SECONDS"),
+    ({**VALID, "MIN_SPEECH_SECONDS": "-1"}, "MIN_SPEECH_SECONDS"),
+    ({**VALID, "MIN_SPEECH_SECONDS": "25"}, "MIN_SPEECH_SECONDS"),  # more than the 20 s the gate measures
 ])
 def test_invalid_settings_name_their_variable(env, variable):
     with pytest.raises(ConfigError) as raised:
         load_settings(env, SecretResolver(None, lambda: pytest.fail("no Secret Manager")))
     assert raised.value.variable == variable
+
+
+def test_the_quality_gate_enforces_two_seconds_of_speech_by_default_and_reads_its_settings():
+    default = load_settings(VALID)
+    assert (default.sample_quality_gate, default.min_speech_seconds, default.enforces_quality) == ("enforce", 2.0, True)
+    report = load_settings({**VALID, "SAMPLE_QUALITY_GATE": " Report ", "MIN_SPEECH_SECONDS": "4.5"})
+    assert (report.measures_quality, report.enforces_quality, report.min_speech_seconds) == (True, False, 4.5)
+    assert not load_settings({**VALID, "SAMPLE_QUALITY_GATE": "off"}).measures_quality
 
 
 def test_topic_short_form_uses_the_project():

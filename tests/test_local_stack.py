@@ -143,6 +143,10 @@ def test_sandbox_round_trip_as_the_banner_prints_it_then_everything_stops(use_em
         called = stack.paste(stack.banner_command("5."))  # a phone call through the local Twilio
         assert called.returncode == 0, called.stdout + called.stderr
         assert 'connected to the agent: voice "Ivan_Clone_' in called.stdout and "clone: deleted" in called.stdout
+        music = stack.paste(stack.banner_command("6."))
+        assert music.returncode == 1 and json.loads(music.stdout)["reasons"] == ["too_little_speech"], music.stdout
+        measures = stack.paste(stack.banner_command("7."))
+        assert measures.returncode == 1 and "verdict: refused: too_little_speech" in measures.stdout
     finally:
         code = stack.stop(stop_signal)
     assert code == 0, stack.output

@@ -50,6 +50,8 @@ def run_the_service(make_client, fake, audio_files, capsys) -> list[dict[str, An
     fake.inject("POST", "/v1/voices/add", status=400, body=fake.error("invalid_sample", "The sample could not be used"))
     assert post_signed(client, "/webhook", json_body(sample, conversation_id="conv_m_fail")).status_code == 422
     assert post_signed(client, "/webhook", json_body(sample), secret="not-the-secret").status_code == 401
+    music = audio_files["hold_music"].read_bytes()  # refused by the quality gate
+    assert post_signed(client, "/webhook", json_body(music, conversation_id="conv_m_music")).status_code == 422
     voice_id = next(v["voice_id"] for v in fake.cloned_voices() if v["name"].endswith("_ok"))
     ended = json.dumps({"type": "post_call_transcription", "event_timestamp": 1, "data": {"conversation_id": "conv_m_ok"}})
     assert post_signed(client, "/post-call", ended.encode()).status_code == 200

@@ -76,6 +76,22 @@ def test_a_second_recording_that_is_good_is_cloned(fake, twilio, shared_service)
     assert connected_once(call)["voice_id"] == clone["voice_id"]
 
 
+def test_a_recording_the_quality_gate_refuses_is_asked_for_once_more_and_a_good_second_one_is_cloned(
+        fake, twilio, shared_service):
+    """Five seconds of a steady tone (long enough for validation, but no voice): the gate's refusal gets
+    the retry prompt like a too-short sample, before ElevenLabs is asked."""
+    telephony_agent(fake)
+    call = dial(twilio, shared_service, Caller(speech=[tone_wav(5.0), SAMPLE]))
+    said = [e.detail["text"] for e in call.events if e.kind == "say"]
+    assert any("nog één keer" in text for text in said)  # the retry prompt
+    [clone] = fake.cloned_voices()
+    assert connected_once(call)["voice_id"] == clone["voice_id"]
+    assert len(fake.requests_to("POST", "/v1/voices/add")) == 1  # the tone never reached ElevenLabs
+    reprompts = wait_until(lambda: [line for line in log_lines(shared_service, "twilio_sample_reprompt")
+                                    if line.get("call_sid") == call.sid])
+    assert [line["error_code"] for line in reprompts] == ["SAMPLE_QUALITY_TOO_LOW"], reprompts
+
+
 def test_a_clone_refused_by_elevenlabs_connects_the_agents_own_voice_at_once(fake, twilio, shared_service):
     telephony_agent(fake)
     fake.can_clone = False

@@ -23,10 +23,11 @@ def error_of(response):
 
 
 @pytest.mark.parametrize("name", ["wav_pcm16", "wav_pcm8_8k", "wav_pcm24_48k_stereo", "wav_float32", "wav_mulaw_8k",
-                                  "mp3_cbr", "mp3_vbr_stereo", "ogg_vorbis", "ogg_opus", "mp3_8kbps_20s"])
+                                  "wav_alaw_8k", "mp3_cbr", "mp3_vbr_stereo", "ogg_vorbis", "ogg_opus", "mp3_8kbps_20s"])
 def test_every_supported_format_is_accepted(client, fake, audio_files, name):
     response = post_signed(client, "/webhook", json_body(audio_files[name].read_bytes(), conversation_id=f"conv_{name}"))
     assert response.status_code == 200, response.get_json()
+    assert response.get_json()["quality"]["reasons"] == [] and response.get_json()["quality"]["speech_seconds"] >= 2
 
 
 @pytest.mark.parametrize("name", ["wav_lying_header", "mp3_truncated_info", "mp3_big_id3_short", "wav_1_5s"])
@@ -48,7 +49,7 @@ def test_undecodable_bytes_in_a_supported_container_are_invalid_audio(client, fa
 
 
 def test_min_sample_seconds_is_configurable(make_client, fake, audio_files):
-    client = make_client(MIN_SAMPLE_SECONDS="1")
+    client = make_client(MIN_SAMPLE_SECONDS="1", MIN_SPEECH_SECONDS="1")  # 1.5 s of audio holds 1.15 s of speech
     assert post_signed(client, "/webhook", json_body(audio_files["wav_1_5s"].read_bytes())).status_code == 200
 
 

@@ -18,6 +18,8 @@ DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 DEFAULT_FIRST_MESSAGE_TEMPLATE = "Hallo {name}, fijn dat je belt!"
 DEFAULT_FIRST_MESSAGE = "Hallo, fijn dat je belt!"
 AGENT_UPDATE_MODES = ("patch", "override", "both")
+SAMPLE_QUALITY_GATES = ("enforce", "report", "off")
+MAX_MIN_SPEECH_SECONDS = 20.0  # precall.quality.MAX_ANALYSED_SECONDS: what the gate measures
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Every environment variable the service reads (PUBSUB_EMULATOR_HOST through google-cloud-pubsub).
 ENVIRONMENT_VARIABLES = (
@@ -31,6 +33,7 @@ ENVIRONMENT_VARIABLES = (
     "PUBLIC_BASE_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_API_BASE_URL", "TWILIO_CONSENT",
     "TWILIO_LANGUAGE", "TWILIO_PROMPT_CONSENT", "TWILIO_PROMPT_RECORD", "TWILIO_PROMPT_RETRY", "TWILIO_PROMPT_HOLD",
     "TWILIO_RECORD_SECONDS", "TWILIO_HOLD_SECONDS", "TWILIO_HOLD_AUDIO_URL",
+    "SAMPLE_QUALITY_GATE", "MIN_SPEECH_SECONDS",
 )
 DEFAULT_INIT_WEBHOOK_HEADER = "X-Precall-Secret"
 # Relative to the working directory; `:memory:` keeps the queue in the process (lost on restart).
@@ -101,6 +104,17 @@ class Settings:
         """The Twilio front (docs/telephony.md) is on exactly when an account is configured."""
         return self.twilio_account_sid is not None
 
+    sample_quality_gate: str = "enforce"  # enforce: refuse a bad sample; report: measure and log only; off
+    min_speech_seconds: float = 2.0
+
+    @property
+    def measures_quality(self) -> bool:
+        return self.sample_quality_gate != "off"
+
+    @property
+    def enforces_quality(self) -> bool:
+        return self.sample_quality_gate == "enforce"
+
     @property
     def max_body_bytes(self) -> int:
         """Largest accepted pre-call body: base64 of the largest sample plus 64 KiB of JSON."""
@@ -139,6 +153,9 @@ def load_settings(
     mode = env.get("AGENT_UPDATE_MODE", "patch").strip().lower()
     if mode not in AGENT_UPDATE_MODES:
         raise ConfigError("AGENT_UPDATE_MODE", f"must be one of {', '.join(AGENT_UPDATE_MODES)}")
+    gate = env.get("SAMPLE_QUALITY_GATE", "enforce").strip().lower() or "enforce"
+    if gate not in SAMPLE_QUALITY_GATES:
+        raise ConfigError("SAMPLE_QUALITY_GATE", f"must be one of {', '.join(SAMPLE_QUALITY_GATES)}")
     log_level = env.get("LOG_LEVEL", "INFO").strip().upper()
     if log_level not in LOG_LEVELS:
         raise ConfigError("LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
@@ -174,6 +191,8 @@ def load_settings(
         init_dynamic_variables=_dynamic_variables(env),
         prepared_clone_max_age_seconds=_int(env, "PREPARED_CLONE_MAX_AGE_SECONDS", 900, minimum=1),
         local_queue_path=_optional(env, "LOCAL_QUEUE_PATH") or DEFAULT_LOCAL_QUEUE_PATH,
+        sample_quality_gate=gate,
+        min_speech_seconds=_min_speech_seconds(env),
         **twilio,
     )
 
@@ -216,6 +235,15 @@ def _url(env: Mapping[str, str], name: str, default: str) -> str:
     if not re.match(r"^https?://[^/\s]+\S*$", value):
         raise ConfigError(name, "must be an http(s) URL")
     return value
+
+
+def _min_speech_seconds(env: Mapping[str, str]) -> float:
+    """The gate measures the first 20 s of a sample: asking for more speech would refuse every one."""
+    seconds = _float(env, "MIN_SPEECH_SECONDS", 2.0, minimum=0.0)
+    if seconds > MAX_MIN_SPEECH_SECONDS:
+        raise ConfigError("MIN_SPEECH_SECONDS", f"must be at most {MAX_MIN_SPEECH_SECONDS:g} (the quality gate measures "
+                          f"the first {MAX_MIN_SPEECH_SECONDS:g} s of a sample)")
+    return seconds
 
 
 def _split(secret_text: str) -> tuple[str, ...]:

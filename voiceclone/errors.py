@@ -54,6 +54,18 @@ class VoiceCloningFailed(ServiceError):
     code, http_status = "VOICE_CLONING_FAILED", 422
 
 
+class SampleQualityTooLow(ServiceError):
+    """The sample cannot make a good clone (docs/quality-gate.md): every failed check is named in
+    `reasons`, and `quality` holds the measures (numbers only), so a caller can say what to fix."""
+
+    code, http_status = "SAMPLE_QUALITY_TOO_LOW", 422
+
+    def __init__(self, message: str, reasons: tuple[str, ...], quality: dict[str, object]) -> None:
+        super().__init__(message)
+        self.reasons = reasons
+        self.quality = quality
+
+
 class UpstreamTimeout(ServiceError):
     code, http_status = "UPSTREAM_TIMEOUT", 504
 
