@@ -27,7 +27,7 @@ def measured(path: Path, min_speech_seconds: float = 2.0) -> quality.QualityRepo
     fmt = audio.sniff_format(data)
     probe = audio.probe(data, fmt, 3.0, keep_seconds=quality.FIRST_WINDOW_SECONDS)
     return quality.assess(probe.samples, probe.sample_rate, min_speech_seconds,
-                          lambda: audio.decode_start(data, fmt, quality.MAX_ANALYSED_SECONDS))
+                          lambda: (audio.continued(data, fmt, probe, quality.MAX_ANALYSED_SECONDS), probe.sample_rate))
 
 
 def test_every_good_sample_of_the_corpus_is_accepted_and_every_bad_one_refused_with_its_reason(corpus):
