@@ -92,7 +92,7 @@ def gate_cost(directory: Path, rounds: int) -> None:
                 probe = audio.probe(sample, fmt, 3.0, keep_seconds=quality.FIRST_WINDOW_SECONDS)
                 decoded = time.perf_counter()
                 report = quality.assess(probe.samples, probe.sample_rate, 2.0,
-                                        lambda: audio.decode_start(sample, fmt, quality.MAX_ANALYSED_SECONDS))  # noqa: B023
+                                        lambda: (audio.continued(sample, fmt, probe, quality.MAX_ANALYSED_SECONDS), probe.sample_rate))  # noqa: B023
                 gated.append(time.perf_counter() - started)
                 measures.append(time.perf_counter() - decoded)
             print(f"{label:16} {seconds:2} s   validation {ms(p50(plain)):5.1f} ms   with the gate {ms(p50(gated)):5.1f} ms   "

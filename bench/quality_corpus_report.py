@@ -69,7 +69,7 @@ def main() -> None:
             probe = audio.probe(data, fmt, 3.0, keep_seconds=quality.FIRST_WINDOW_SECONDS)
             started = time.perf_counter()
             report = quality.assess(probe.samples, probe.sample_rate, 2.0,
-                                    lambda: audio.decode_start(data, fmt, quality.MAX_ANALYSED_SECONDS))  # noqa: B023
+                                    lambda: (audio.continued(data, fmt, probe, quality.MAX_ANALYSED_SECONDS), probe.sample_rate))  # noqa: B023
             costs.append((time.perf_counter() - started) * 1000 / max(report.analysed_seconds, 0.1) * 10)
             webrtc = None if item.good else webrtc_speech_seconds(probe.samples, probe.sample_rate)
             rows[kind(item)].append((item, report, webrtc))

@@ -228,7 +228,7 @@ def cmd_check_sample(args: argparse.Namespace) -> int:
         print(f"{args.sample}: refused before the quality gate: {error.code} ({error.message})")
         return 1
     report = quality.assess(probe.samples, probe.sample_rate, min_speech,
-                            lambda: audio.decode_start(sample, fmt, quality.MAX_ANALYSED_SECONDS))
+                            lambda: (audio.continued(sample, fmt, probe, quality.MAX_ANALYSED_SECONDS), probe.sample_rate))
     if args.json:
         print(json.dumps({"file": args.sample, "format": fmt.name, "sample_rate": probe.sample_rate,
                           "verdict": "refused" if report.reasons else "accepted", "quality": report.as_dict()}, indent=2))

@@ -18,6 +18,7 @@ or re-encoded, and the cost is bounded by the bytes kept.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import enum
 import io
@@ -25,7 +26,7 @@ import math
 import os
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -131,6 +132,35 @@ def probe(data: bytes, fmt: AudioFormat, min_seconds: float, keep_seconds: float
     two durations is decoded, one second at a time. What is kept is mono, so at most
     `keep_seconds` x 192 kHz x 4 bytes (15 MB for 20 s) whatever the channel count.
     """
+    with _opened(data, fmt) as sound:
+        kept: list[numpy.ndarray] | None = [] if keep_seconds > 0 else None
+        decoded_frames = _decode_frames(sound, math.ceil(max(min_seconds, keep_seconds) * sound.samplerate), kept)
+        declared = sound.frames / sound.samplerate if 0 < sound.frames < 2**62 else 0.0
+        samples = _joined(kept or [], math.ceil(keep_seconds * sound.samplerate))
+        result = AudioProbe(fmt, sound.samplerate, sound.channels, decoded_frames / sound.samplerate, declared, samples)
+    _require_duration(result.decoded_seconds, min_seconds)
+    return result
+
+
+def continued(data: bytes, fmt: AudioFormat, probe: AudioProbe, seconds: float) -> numpy.ndarray:
+    """`probe.samples` continued to the first `seconds` of the sample, decoding only what follows them
+    (a seek, then at most the missing seconds; the same checks and bounds as `probe`)."""
+    wanted = math.ceil(seconds * probe.sample_rate) - len(probe.samples)
+    if wanted <= 0:
+        return probe.samples[: math.ceil(seconds * probe.sample_rate)]
+    more: list[numpy.ndarray] = []
+    with _opened(data, fmt) as sound:
+        try:
+            sound.seek(len(probe.samples))
+        except (soundfile.SoundFileError, RuntimeError):
+            return probe.samples
+        _decode_frames(sound, wanted, more)
+    return _joined([probe.samples, *more], len(probe.samples) + wanted)
+
+
+@contextlib.contextmanager
+def _opened(data: bytes, fmt: AudioFormat) -> Iterator[soundfile.SoundFile]:
+    """The sample opened by libsndfile once its header, tags, format, rate and channels are checked."""
     if fmt is AudioFormat.WAV:
         data = _checked_wav(data)
     if fmt is AudioFormat.MP3 and _after_id3_tags(data) is None:
@@ -144,19 +174,7 @@ def probe(data: bytes, fmt: AudioFormat, min_seconds: float, keep_seconds: float
             if sound.format not in fmt.sndfile_majors or sound.subtype not in fmt.sndfile_subtypes:
                 raise UnsupportedAudioFormat(f"The bytes hold {sound.format} {sound.subtype}, which is not a supported format")
             _require_plausible(sound.samplerate, sound.channels)
-            kept: list[numpy.ndarray] | None = [] if keep_seconds > 0 else None
-            decoded_frames = _decode_frames(sound, math.ceil(max(min_seconds, keep_seconds) * sound.samplerate), kept)
-            declared = sound.frames / sound.samplerate if 0 < sound.frames < 2**62 else 0.0
-            samples = _joined(kept or [], math.ceil(keep_seconds * sound.samplerate))
-            result = AudioProbe(fmt, sound.samplerate, sound.channels, decoded_frames / sound.samplerate, declared, samples)
-    _require_duration(result.decoded_seconds, min_seconds)
-    return result
-
-
-def decode_start(data: bytes, fmt: AudioFormat, seconds: float) -> tuple[numpy.ndarray, int]:
-    """The first `seconds` of a sample that `probe` already accepted, as mono float and its rate."""
-    result = probe(data, fmt, 0.0, keep_seconds=seconds)
-    return result.samples, result.sample_rate
+            yield sound
 
 
 def _require_plausible(sample_rate: int, channels: int) -> None:

@@ -124,6 +124,14 @@ class QualityReport:
 def measure(samples: numpy.ndarray, sample_rate: int, min_speech_seconds: float,
             detector: vad.SpeechDetector = vad.speech_detector) -> QualityReport:
     """Measure mono float `samples` (full scale ±1) at `sample_rate`; at most the first 20 s (see `assess`)."""
+    return _measured(samples, sample_rate, min_speech_seconds, detector, None)[0]
+
+
+def _measured(samples: numpy.ndarray, sample_rate: int, min_speech_seconds: float, detector: vad.SpeechDetector,
+              known: numpy.ndarray | None) -> tuple[QualityReport, numpy.ndarray]:
+    """`measure`, and the speech probability of each frame; `known` holds the probabilities of a
+    shorter start of the same samples, whose whole model segments are taken as they are, not run again
+    (each segment is run on its own, from the audio before it, so the result is the same)."""
     samples = numpy.asarray(samples, dtype=numpy.float32)[: int(MAX_ANALYSED_SECONDS * sample_rate)]
     # A float WAV may hold NaN, infinities or 1e30: none may reach a logarithm or an answer.
     if not numpy.isfinite(samples).all():
@@ -133,7 +141,13 @@ def measure(samples: numpy.ndarray, sample_rate: int, min_speech_seconds: float,
     phone = samples if sample_rate == vad.SAMPLE_RATE else soxr.resample(samples, sample_rate, vad.SAMPLE_RATE, quality="LQ")
     phone = numpy.ascontiguousarray(phone, dtype=numpy.float32)
     loud = _loud_segments(frame_powers(phone), detector.segment_frames)
-    speech = detector.probabilities(phone, loud) >= SPEECH_PROBABILITY
+    size = detector.segment_frames
+    reused = 0 if known is None else min(len(known), len(phone) // vad.FRAME_SAMPLES) // size * size
+    loud[: reused // size] = False
+    probabilities = detector.probabilities(phone, loud)
+    if known is not None:
+        probabilities[:reused] = known[:reused]
+    speech = probabilities >= SPEECH_PROBABILITY
     speech_seconds = float(numpy.count_nonzero(speech) * vad.FRAME_SECONDS)
     level = snr = None
     loud_other = 0.0
@@ -146,7 +160,7 @@ def measure(samples: numpy.ndarray, sample_rate: int, min_speech_seconds: float,
     presses = keypad_presses(phone)
     clipped = clipped_percent(samples)
     reasons = _reasons(speech_seconds, min_speech_seconds, presses, clipped, level, snr, loud_other)
-    return QualityReport(
+    report = QualityReport(
         speech_seconds=round(speech_seconds, 2),
         analysed_seconds=round(len(samples) / sample_rate, 2),
         speech_level_dbfs=None if level is None else round(level, 1),
@@ -156,6 +170,7 @@ def measure(samples: numpy.ndarray, sample_rate: int, min_speech_seconds: float,
         keypad_tones=presses,
         reasons=reasons,
     )
+    return report, probabilities
 
 
 def assess(samples: numpy.ndarray, sample_rate: int, min_speech_seconds: float,
@@ -164,11 +179,11 @@ def assess(samples: numpy.ndarray, sample_rate: int, min_speech_seconds: float,
     """The gate's verdict on a sample whose first `FIRST_WINDOW_SECONDS` are `samples`: measured on
     them, and on the first `MAX_ANALYSED_SECONDS` (`decode_longer()`) only when they hold too little
     speech and the sample goes on. A good sample costs one window; only a sample whose voice starts
-    late (or never) costs two."""
-    report = measure(samples, sample_rate, min_speech_seconds, detector)
+    late (or never) costs two, and the model runs on the first window once."""
+    report, probabilities = _measured(samples, sample_rate, min_speech_seconds, detector, None)
     if "too_little_speech" in report.reasons and len(samples) >= FIRST_WINDOW_SECONDS * sample_rate:
         longer, rate = decode_longer()
-        report = measure(longer, rate, min_speech_seconds, detector)
+        report = _measured(longer, rate, min_speech_seconds, detector, probabilities)[0]
     return report
 
 

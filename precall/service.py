@@ -131,7 +131,7 @@ class PrecallService:
         """The gate's measures, logged as numbers (`sample_quality`) with the verdict this setting gives."""
         started = time.monotonic()
         report = quality.assess(probe.samples, probe.sample_rate, self._settings.min_speech_seconds,
-                                lambda: audio.decode_start(data, fmt, quality.MAX_ANALYSED_SECONDS))
+                                lambda: (audio.continued(data, fmt, probe, quality.MAX_ANALYSED_SECONDS), probe.sample_rate))
         refused = bool(report.reasons) and self._settings.enforces_quality
         log_event(_log, logging.WARNING if report.reasons else logging.INFO,
                   "Voice sample refused by the quality gate" if refused else "Voice sample quality measured",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 
+import numpy
 import pytest
 import soundfile
 
@@ -68,3 +69,14 @@ def test_trimming_keeps_the_format_and_cuts_to_length(audio_files, name):
     trimmed = audio.trim(data, fmt, 4.0)
     assert audio.sniff_format(trimmed) is fmt
     assert soundfile.info(io.BytesIO(trimmed)).duration == pytest.approx(4.0, abs=0.1)
+
+
+@pytest.mark.parametrize("name", ["wav_20s", "mp3_8kbps_20s", "ogg_vorbis", "ogg_opus", "wav_pcm24_48k_stereo"])
+def test_a_probe_continued_holds_the_same_samples_as_one_longer_decode(audio_files, name):
+    data = audio_files[name].read_bytes()
+    fmt = audio.sniff_format(data)
+    first = audio.probe(data, fmt, 3.0, keep_seconds=4.0)
+    continued = audio.continued(data, fmt, first, 20.0)
+    whole = audio.probe(data, fmt, 3.0, keep_seconds=20.0).samples
+    assert len(first.samples) < len(continued) == len(whole)
+    assert numpy.abs(continued - whole).max() < 0.01  # Opus restarts its decoder at a seek: one sample was 0.001 off

@@ -27,7 +27,7 @@ def measured(path: Path, min_speech_seconds: float = 2.0) -> quality.QualityRepo
     fmt = audio.sniff_format(data)
     probe = audio.probe(data, fmt, 3.0, keep_seconds=quality.FIRST_WINDOW_SECONDS)
     return quality.assess(probe.samples, probe.sample_rate, min_speech_seconds,
-                          lambda: audio.decode_start(data, fmt, quality.MAX_ANALYSED_SECONDS))
+                          lambda: (audio.continued(data, fmt, probe, quality.MAX_ANALYSED_SECONDS), probe.sample_rate))
 
 
 def test_every_good_sample_of_the_corpus_is_accepted_and_every_bad_one_refused_with_its_reason(corpus):
@@ -126,3 +126,22 @@ def test_only_a_sample_without_speech_in_its_first_ten_seconds_is_measured_again
     ten_seconds_of_voice = numpy.tile(voice, 3)[: int(quality.FIRST_WINDOW_SECONDS * rate)]
     report = quality.assess(ten_seconds_of_voice, rate, 2.0, lambda: decode_longer(numpy.tile(voice, 5)))
     assert longer_decodes == [] and report.analysed_seconds == 10 and not report.reasons
+
+
+def test_the_second_window_reuses_the_first_windows_model_segments_and_finds_the_same():
+    class Counting(vad.SpeechDetector):
+        rows: list[int] = []
+
+        def probabilities(self, samples, wanted=None):
+            Counting.rows.append(int(numpy.count_nonzero(wanted)))
+            return super().probabilities(samples, wanted)
+
+    voice, rate = soundfile.read(BUNDLED_SAMPLE, dtype="float32")
+    music = hold_music(11, 100, seed=4)[::2]  # made at 16 kHz: every other sample is 8 kHz
+    late = numpy.concatenate([music, voice, voice]).astype(numpy.float32)
+    first = late[: int(quality.FIRST_WINDOW_SECONDS * rate)]
+    detector = Counting()
+    reused = quality.assess(first, rate, 2.0, lambda: (late[: int(quality.MAX_ANALYSED_SECONDS * rate)], rate), detector)
+    fresh = quality.measure(late[: int(quality.MAX_ANALYSED_SECONDS * rate)], rate, 2.0)
+    assert reused == fresh and "too_noisy" in reused.reasons
+    assert Counting.rows[0] == 10 and Counting.rows[1] <= 11  # 9 of the first 10 one-second segments not run again
