@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import fnmatch
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,11 +24,69 @@ sys.path.insert(0, str(ROOT))
 
 from precall.signature import sign  # noqa: E402
 from sandbox.elevenlabs_server import FakeElevenLabs  # noqa: E402
+from sandbox.processes import FunctionServer  # noqa: E402
 from tests.audio_fixtures import build_fixtures, tools_missing  # noqa: E402
+from voiceclone.config import Settings  # noqa: E402
 
 API_KEY = "test-api-key"
 SECRET = "whsec_test_secret"
 AGENT_ID = "agent_def456uvw"
+MAX_SAMPLE_BYTES = Settings.max_sample_bytes  # the service's default MAX_SAMPLE_BYTES
+ALLOWED_SKIPS = ROOT / "tests" / "allowed_skips.txt"
+
+
+# -- What CI refuses: a skip it was not told to expect, an emulator test not marked as one ----------
+
+def allowed_skips(path: Path = ALLOWED_SKIPS) -> dict[str, str]:
+    """`test id pattern -> reason` from the allow-list: one `PATTERN  # reason` a line (fnmatch
+    patterns over pytest's node ids); an entry without a reason is refused, so each says why."""
+    allowed: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        pattern, _, reason = line.partition("#")
+        if not pattern.strip() or not reason.strip():
+            raise pytest.UsageError(f"{path.name}:{number}: each entry is `PATTERN  # reason`, got {line!r}")
+        allowed[pattern.strip()] = reason.strip()
+    return allowed
+
+
+def refused_skip(report: pytest.TestReport | pytest.CollectReport, allow_list: Path = ALLOWED_SKIPS) -> str | None:
+    """Under REQUIRE_NO_SKIPS=1 (set by .ci/run), why this skip must fail instead; None if it may skip."""
+    if not report.skipped or hasattr(report, "wasxfail") or os.environ.get("REQUIRE_NO_SKIPS") != "1":
+        return None
+    if any(fnmatch.fnmatchcase(report.nodeid, pattern) for pattern in allowed_skips(allow_list)):
+        return None
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    return (f"skipped ({reason}), and REQUIRE_NO_SKIPS=1 fails every skip not listed in tests/allowed_skips.txt: "
+            "install what it needs (scripts/bootstrap.sh test) or list it there with the reason")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    refusal = refused_skip(report)
+    if refusal is not None:
+        report.outcome, report.longrepr = "failed", refusal
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    report = yield
+    refusal = refused_skip(report)
+    if refusal is not None:
+        report.outcome, report.longrepr = "failed", refusal
+    return report
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`-m "not emulator"` must leave out every test that starts the emulator: a test using the
+    fixture without the mark is a collection error."""
+    unmarked = [item.nodeid for item in items
+                if "pubsub_emulator" in getattr(item, "fixturenames", ()) and item.get_closest_marker("emulator") is None]
+    if unmarked:
+        raise pytest.UsageError(f"tests using pubsub_emulator without @pytest.mark.emulator: {', '.join(unmarked)}")
 
 
 @pytest.fixture(scope="session", autouse=True)

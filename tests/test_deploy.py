@@ -317,6 +317,7 @@ def run_container_command(image_like_dir, extra_env: dict[str, str]) -> tuple[su
     return process, f"http://127.0.0.1:{port}"
 
 
+@pytest.mark.timeout(900)  # its setup pip-installs requirements.txt into a new venv
 def test_container_command_serves_the_webhook_from_a_clean_venv(image_like_dir, fake):
     assert dockerfile()[2] == ["functions-framework"]
     process, url = run_container_command(image_like_dir, {"ELEVENLABS_API_KEY": API_KEY, "ELEVENLABS_WEBHOOK_SECRET": "s",
@@ -329,6 +330,7 @@ def test_container_command_serves_the_webhook_from_a_clean_venv(image_like_dir, 
         process.wait(timeout=10)
 
 
+@pytest.mark.timeout(900)  # may be the first to build the image-like venv
 def test_container_command_runs_cleanup_as_a_cloudevent_target(image_like_dir, fake):
     voice_id = fake.add_voice("X_Clone_1", labels={"source": "precall-webhook", "type": "instant_clone",
                                                   "conversation_id": "conv_img", "created_at": "2020-01-01T00:00:00Z"})

@@ -157,6 +157,7 @@ def test_malformed_message_is_acknowledged_not_retried(lifecycle, fake):
     assert lifecycle.dead_letters() == []
 
 
+@pytest.mark.timeout(180)  # five deliveries with Pub/Sub's backoff
 def test_message_that_keeps_failing_ends_in_the_dead_letter_topic(lifecycle, fake):
     fake.inject("GET", "/v1/voices/always_failing", status=500, times=1000)
     data = json.dumps(events.voice_created("always_failing", "x", "conv_poison", AGENT_ID, datetime.now(timezone.utc))).encode()

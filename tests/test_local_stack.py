@@ -100,8 +100,10 @@ class Stack:
             os.killpg(self.process.pid, 0)
 
 
-@pytest.mark.parametrize("use_emulator,stop_signal", [(True, signal.SIGHUP), (False, signal.SIGINT)],
-                         ids=["pubsub-emulator-closed-terminal", "in-process-queue-ctrl-c"])
+@pytest.mark.parametrize("use_emulator,stop_signal", [
+    pytest.param(True, signal.SIGHUP, id="pubsub-emulator-closed-terminal", marks=pytest.mark.emulator),
+    pytest.param(False, signal.SIGINT, id="in-process-queue-ctrl-c"),
+])
 def test_sandbox_round_trip_as_the_banner_prints_it_then_everything_stops(use_emulator, stop_signal, request, tmp_path):
     if use_emulator:
         request.getfixturevalue("pubsub_emulator")  # skips (or fails under CI) where it cannot run

@@ -144,6 +144,7 @@ def established_connections(pid: int, remote_port: int) -> int:
     return count
 
 
+@pytest.mark.emulator
 def test_healthz_answers_once_the_worker_is_connected_to_pubsub(service_env, fake, pubsub_emulator):
     topology = create_topology(pubsub_emulator.project, "ready-check", "http://127.0.0.1:9/")
     server = FunctionServer("precall_webhook", dict(service_env, PUBSUB_EMULATOR_HOST=pubsub_emulator.host,
