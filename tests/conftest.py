@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ sys.path.insert(0, str(ROOT))
 
 from precall.signature import sign  # noqa: E402
 from sandbox.elevenlabs_server import FakeElevenLabs  # noqa: E402
-from sandbox.processes import FunctionServer  # noqa: E402
 from tests.audio_fixtures import build_fixtures, tools_missing  # noqa: E402
 from voiceclone.config import Settings  # noqa: E402
 
@@ -230,6 +228,19 @@ def json_body(sample: bytes | None, conversation_id: str = "conv_abc123xyz", age
     return json.dumps(document).encode()
 
 
+def post_call_body(conversation_id: str, kind: str = "post_call_transcription", call_sid: str | None = None,
+                   event_timestamp: int | None = None, **data: Any) -> bytes:
+    """An ElevenLabs post-call webhook body (`type`, `event_timestamp`, `data` with the agent, the
+    conversation and its status); `call_sid` adds `data.metadata.phone_call` as for a Twilio call;
+    `data` adds or replaces fields of `data`."""
+    fields: dict[str, Any] = {"agent_id": AGENT_ID, "conversation_id": conversation_id, "status": "done"}
+    if call_sid is not None:
+        fields["metadata"] = {"phone_call": {"type": "twilio", "direction": "inbound", "call_sid": call_sid}}
+    document = {"type": kind, "event_timestamp": int(time.time()) if event_timestamp is None else event_timestamp,
+                "data": {**fields, **data}}
+    return json.dumps(document).encode()
+
+
 def multipart_body(sample: bytes, fields: dict[str, str], filename: str = "sample.bin",
                    content_type: str = "application/octet-stream") -> tuple[bytes, str]:
     prepared = requests.Request("POST", "http://localhost/webhook", data=fields,
@@ -276,6 +287,21 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
             return value
         time.sleep(interval)
     return predicate()
+
+
+def log_events(output: str, event_type: str, **fields: Any) -> list[dict[str, Any]]:
+    """The service's JSON log lines in `output` of this `event_type` whose fields have these values."""
+    found = []
+    for line in output.splitlines():
+        if f'"{event_type}"' not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("event_type") == event_type and all(entry.get(k) == v for k, v in fields.items()):
+            found.append(entry)
+    return found
 
 
 def in_parallel(action: Callable[[Any], object], items: Iterable[Any]) -> None:

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+import base64
 import json
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -19,6 +19,8 @@ from tests.conftest import (
     BOTH_MODES,
     SECRET,
     json_body,
+    log_events,
+    post_call_body,
     seed_clone,
     signature_header,
     wait_until,
@@ -54,8 +56,7 @@ class Lifecycle:
         return response.json()
 
     def post_call(self, conversation_id: str, kind: str = "post_call_transcription") -> requests.Response:
-        body = json.dumps({"type": kind, "event_timestamp": int(time.time()),
-                           "data": {"agent_id": AGENT_ID, "conversation_id": conversation_id, "status": "done"}}).encode()
+        body = post_call_body(conversation_id, kind)
         return requests.post(self.webhook.url + "/post-call", data=body, timeout=10, headers={
             "Content-Type": "application/json", "ElevenLabs-Signature": signature_header(body)})
 
@@ -65,6 +66,10 @@ class Lifecycle:
     def publish_event(self, event: dict) -> None:
         data, attributes = events.encode(event)
         self.publish(data, **attributes)
+
+    def logged(self, event_type: str, **fields: str) -> list[dict]:
+        """The cleanup function's log lines of this kind (as its output pipe has delivered them so far)."""
+        return log_events(self.cleanup.logs(), event_type, **fields)
 
     def dead_letters(self) -> list[bytes]:
         from google.cloud import pubsub_v1
@@ -92,9 +97,10 @@ def test_precall_then_post_call_deletes_the_clone(lifecycle, fake, audio_files):
     answer = lifecycle.precall(audio_files["mp3_cbr"].read_bytes(), "conv_full_path")
     voice_id = answer["voice_id"]
     assert voice_id in fake.voices
-    # voice.created reached the cleanup function, which asked ElevenLabs whether the call is over.
-    assert wait_until(lambda: fake.requests_to("GET", "/v1/convai/conversations/conv_full_path"))
-    assert voice_id in fake.voices  # unknown conversation = not over yet: kept
+    # voice.created reached the cleanup function, which asked ElevenLabs whether the call is over: the
+    # conversation is unknown there (not listed yet), which means not over, so it decided to keep the clone.
+    assert wait_until(lambda: lifecycle.logged("voice_kept_call_live", voice_id=voice_id), timeout=30)
+    assert voice_id in fake.voices and not fake.requests_to("DELETE", f"/v1/voices/{voice_id}")
     response = lifecycle.post_call("conv_full_path")
     assert response.status_code == 200 and response.json()["status"] == "accepted"
     assert wait_until(lambda: voice_id not in fake.voices)
@@ -105,11 +111,10 @@ def test_precall_then_post_call_deletes_the_clone(lifecycle, fake, audio_files):
 def test_clone_survives_while_the_call_is_live_and_goes_once_it_ends(lifecycle, fake, audio_files):
     fake.set_conversation("conv_live_call", "in-progress")
     voice_id = lifecycle.precall(audio_files["wav_pcm16"].read_bytes(), "conv_live_call")["voice_id"]
-    assert wait_until(lambda: len(fake.requests_to("GET", "/v1/convai/conversations/conv_live_call")) >= 2)
-    assert voice_id in fake.voices  # redelivered, still live, still kept
-    logs = lifecycle.cleanup.logs()
     # The expected "redeliver later" path: one INFO line per delivery, no traceback, nothing at ERROR.
-    assert logs.count('"event_type": "voice_kept_call_live"') >= 2
+    assert wait_until(lambda: len(lifecycle.logged("voice_kept_call_live", voice_id=voice_id)) >= 2, timeout=30)
+    assert voice_id in fake.voices and not fake.requests_to("DELETE", f"/v1/voices/{voice_id}")  # redelivered, kept
+    logs = lifecycle.cleanup.logs()
     assert "Traceback" not in logs and '"severity": "ERROR"' not in logs
     fake.set_conversation("conv_live_call", "done")  # ended, but the post-call webhook never came
     assert wait_until(lambda: voice_id not in fake.voices, timeout=30)
@@ -129,8 +134,8 @@ def test_sweep_deletes_only_our_clones_older_than_the_ttl(lifecycle, fake):
     fresh = seed_clone(fake, "conv_new", datetime.now(timezone.utc))
     foreign = fake.add_voice("Narrator", labels={"conversation_id": "conv_old", "source": "studio"}, created_at_unix=0)
     lifecycle.publish_event(events.sweep())
-    assert wait_until(lambda: stale not in fake.voices)
-    time.sleep(1)
+    [swept] = wait_until(lambda: lifecycle.logged("sweep_complete"), timeout=30)  # logged after its deletes
+    assert swept["expired"] == 1 and stale not in fake.voices
     assert fresh in fake.voices and foreign in fake.voices
 
 
@@ -142,19 +147,26 @@ def test_foreign_voice_mentioning_the_conversation_survives_everything(lifecycle
     assert lifecycle.post_call("conv_foreign").status_code == 200
     lifecycle.publish_event(events.voice_created(foreign, "x", "conv_foreign", AGENT_ID, datetime(2020, 1, 1, tzinfo=timezone.utc)))
     lifecycle.publish_event(events.sweep())
-    assert wait_until(lambda: len(fake.requests_to("GET", f"/v1/voices/{foreign}")) >= 1)
-    assert wait_until(lambda: len(fake.requests_to("GET", "/v2/voices")) >= 2)
-    time.sleep(1)
+    # Each of the three events was handled to its end (each logs its last line after any delete).
+    assert wait_until(lambda: lifecycle.logged("call_ended_processed", conversation_id="conv_foreign")
+                      and lifecycle.logged("voice_cleanup_done", voice_id=foreign) and lifecycle.logged("sweep_complete"),
+                      timeout=30)
+    assert lifecycle.logged("call_ended_processed")[0]["clones"] == 0
     assert foreign in fake.voices
     assert fake.requests_to("DELETE", r"/v1/voices/.*") == []
 
 
 def test_malformed_message_is_acknowledged_not_retried(lifecycle, fake):
     lifecycle.publish(b"this is not json", event_type="voice.created")
-    assert wait_until(lambda: lifecycle.cleanup.logs().count("voice_event_malformed") >= 1)
-    time.sleep(4)  # past two retry backoffs: an unacknowledged message would have come back
-    assert lifecycle.cleanup.logs().count("voice_event_malformed") == 1
-    assert lifecycle.dead_letters() == []
+    assert wait_until(lambda: lifecycle.logged("voice_event_malformed"), timeout=30)
+    # Acknowledged means a 2xx answer to the push (Pub/Sub redelivers anything else, then dead-letters
+    # it): the same push, as the emulator sends it, answered here.
+    push = {"subscription": lifecycle.topology.subscription, "message": {
+        "data": base64.b64encode(b"this is not json").decode(), "attributes": {"event_type": "voice.created"},
+        "messageId": "1", "publishTime": "2026-01-01T00:00:00Z"}}
+    response = requests.post(lifecycle.cleanup.url + "/", json=push, timeout=30)
+    assert 200 <= response.status_code < 300, response.status_code
+    assert len(lifecycle.logged("voice_event_malformed")) >= 2
 
 
 @pytest.mark.timeout(180)  # five deliveries with Pub/Sub's backoff

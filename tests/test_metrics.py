@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import json_body, post_signed, seed_clone, wait_until
+from tests.conftest import json_body, post_call_body, post_signed, seed_clone, wait_until
 from tests.gcloud_cli import readme_gcloud_commands
 from tests.log_filter import FilterSyntaxError, field, log_entry, matches
 
@@ -45,8 +45,7 @@ def run_the_service(make_client, fake, audio_files, capsys) -> list[dict[str, An
     assert post_signed(client, "/webhook", json_body(sample, conversation_id="conv_m_fail")).status_code == 422
     assert post_signed(client, "/webhook", json_body(sample), secret="not-the-secret").status_code == 401
     voice_id = next(v["voice_id"] for v in fake.cloned_voices() if v["name"].endswith("_ok"))
-    ended = json.dumps({"type": "post_call_transcription", "event_timestamp": 1, "data": {"conversation_id": "conv_m_ok"}})
-    assert post_signed(client, "/post-call", ended.encode()).status_code == 200
+    assert post_signed(client, "/post-call", post_call_body("conv_m_ok", event_timestamp=1)).status_code == 200
     assert wait_until(lambda: voice_id not in fake.voices, timeout=20)
     seed_clone(fake, "conv_m_old", datetime.now(timezone.utc) - timedelta(hours=5))
     disabled = fake.add_workspace_webhook("https://precall.example/post-call", is_disabled=True)
