@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from precall.signature import sign  # noqa: E402
 from sandbox.elevenlabs_server import FakeElevenLabs  # noqa: E402
+from sandbox.processes import FunctionServer  # noqa: E402
 from tests.audio_fixtures import build_fixtures, tools_missing  # noqa: E402
 from voiceclone.config import Settings  # noqa: E402
 
@@ -165,15 +167,16 @@ def audio_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return build_fixtures(tmp_path_factory.mktemp("audio"))
 
 
+def service_settings(fake: FakeElevenLabs) -> dict[str, str]:
+    """The service's settings pointed at the local ElevenLabs server."""
+    return {"ELEVENLABS_API_KEY": API_KEY, "ELEVENLABS_WEBHOOK_SECRET": SECRET, "ELEVENLABS_BASE_URL": fake.url,
+            "REQUEST_DEADLINE_SECONDS": "20"}
+
+
 @pytest.fixture
 def service_env(fake: FakeElevenLabs, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Environment for the service pointed at the local ElevenLabs server; tests may add to it."""
-    env = {
-        "ELEVENLABS_API_KEY": API_KEY,
-        "ELEVENLABS_WEBHOOK_SECRET": SECRET,
-        "ELEVENLABS_BASE_URL": fake.url,
-        "REQUEST_DEADLINE_SECONDS": "20",
-    }
+    env = service_settings(fake)
     for name in list(os.environ):
         if name.startswith(("ELEVENLABS_", "VOICE_", "FIRST_MESSAGE_", "AGENT_UPDATE", "MAX_SAMPLE", "MIN_SAMPLE",
                             "CLONE_SAMPLE", "WEBHOOK_TOLERANCE", "REQUEST_DEADLINE", "DEBUG_SAMPLE", "FUNCTION_TARGET")):
@@ -207,6 +210,29 @@ def make_client(service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) ->
 @pytest.fixture
 def client(make_client: Callable[..., Any]) -> Any:
     return make_client()
+
+
+@contextmanager
+def function_server(env: dict[str, str], target: str = "precall_webhook") -> Iterator[FunctionServer]:
+    """The real server as deployed (`functions-framework --target TARGET`) with exactly `env`, up and
+    answering; stopped (with its workers) on the way out."""
+    cloudevent = target == "cleanup_voices"
+    server = FunctionServer(target, env, signature_type="cloudevent" if cloudevent else "http")
+    server.start(ready_path="/" if cloudevent else "/healthz")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def real_server(service_env: dict[str, str]) -> Iterator[Callable[..., FunctionServer]]:
+    """`real_server(**settings)` starts the real server (`target=` picks the function, default
+    `precall_webhook`) with `service_env` plus `settings`; every one started is stopped after the test."""
+    with ExitStack() as stack:
+        def start(target: str = "precall_webhook", **settings: str) -> FunctionServer:
+            return stack.enter_context(function_server({**service_env, **settings}, target))
+        yield start
 
 
 def signature_header(body: bytes, secret: str = SECRET, timestamp: int | None = None) -> str:
@@ -322,3 +348,28 @@ def in_parallel(action: Callable[[Any], object], items: Iterable[Any]) -> None:
         thread.join()
     if errors:
         raise errors[0]
+
+
+class InBackground:
+    """`action()` on its own thread, started at once; `join()` waits for it and raises what it raised
+    (an assert in a bare thread would only print a warning and the test would pass)."""
+
+    def __init__(self, action: Callable[[], object]) -> None:
+        self._errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, args=(action,), daemon=True)
+        self._thread.start()
+
+    def _run(self, action: Callable[[], object]) -> None:
+        try:
+            action()
+        except BaseException as error:  # noqa: BLE001 - re-raised by join(), in the test's thread
+            self._errors.append(error)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float = 120.0) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"still running after {timeout} s"
+        if self._errors:
+            raise self._errors[0]

@@ -13,14 +13,12 @@ import requests
 
 from sandbox.processes import FunctionServer, tree_rss_bytes
 from serving import CLIENT_STALL_SECONDS
-from tests.conftest import in_parallel
+from tests.conftest import InBackground, in_parallel, json_body, signature_header, wait_until
 
 
 @pytest.fixture
-def server(service_env, fake):
-    process = FunctionServer("precall_webhook", dict(service_env, MAX_SAMPLE_BYTES="100000")).start()
-    yield process
-    process.stop()
+def server(real_server):
+    return real_server(MAX_SAMPLE_BYTES="100000")
 
 
 def connect(server: FunctionServer) -> socket.socket:
@@ -150,14 +148,26 @@ def test_a_body_shorter_than_declared_is_a_4xx_not_a_500(server):
     assert '"internal_error"' not in server.logs()
 
 
-def test_many_concurrent_requests_are_served_by_the_plain_command(server):
-    results: list[int] = []
-    lock = threading.Lock()
+def test_many_calls_are_in_flight_at_once_on_the_plain_command(server, fake, audio_files):
+    """64 calls held unanswered at the stand-in ElevenLabs at the same moment, while /healthz still
+    answers: a server that took them one at a time (or 8 at a time, plain functions-framework's
+    threads on 2 CPUs) could never have them all there at once. Proven by overlap, not by timing."""
+    calls, release, statuses = 64, threading.Event(), []
+    fake.inject("POST", "/v1/voices/add", until=release, times=calls)
+    fake.voice_limit += calls  # room in the account for every clone
+    sample = audio_files["mp3_cbr"].read_bytes()
 
-    def call() -> None:
-        code = requests.get(server.url + "/healthz", timeout=20).status_code
-        with lock:
-            results.append(code)
+    def call(index: int) -> None:
+        body = json_body(sample, conversation_id=f"conv_many{index:03d}")
+        statuses.append(requests.post(server.url + "/webhook", data=body, timeout=60, headers={
+            "Content-Type": "application/json", "ElevenLabs-Signature": signature_header(body)}).status_code)
 
-    in_parallel(lambda _: call(), range(100))
-    assert results == [200] * 100
+    callers = InBackground(lambda: in_parallel(call, range(calls)))
+    try:
+        assert wait_until(lambda: len(fake.requests_to("POST", "/v1/voices/add")) == calls, timeout=15), \
+            f"only {len(fake.requests_to('POST', '/v1/voices/add'))} of {calls} calls in flight together"
+        assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
+    finally:
+        release.set()
+        callers.join()
+    assert statuses == [200] * calls
