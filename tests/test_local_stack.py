@@ -180,14 +180,12 @@ def test_a_taken_port_is_refused_before_anything_starts(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        started = time.monotonic()
         result = subprocess.run([sys.executable, "scripts/dev.py", "--port", str(port), "--log-dir", str(tmp_path / "run")],
                                 cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == (f"make run: port {port} is in use (another make run?); "
                                      "choose free ones: make run PORT=8090 CLEANUP_PORT=8091")
     assert "READY" not in result.stdout and not (tmp_path / "run").exists()  # no log of another run touched
-    assert time.monotonic() - started < 10
 
 
 def test_make_run_takes_its_ports_from_make_variables():

@@ -188,26 +188,35 @@ def test_the_worker_starts_its_request_and_side_threads_right_after_start_up(ser
 
 
 class TestHeapTrimmer:
+    """Negative checks wait for the trimmer's own loop to have looked several times (it asks how much
+    lies free on each round), never for a fixed time."""
+
     @staticmethod
-    def trimmer(idle_seconds: float = 0.05, free: int = 0) -> tuple[HeapTrimmer, list[float]]:
+    def trimmer(idle_seconds: float = 0.05, free: int = 0) -> tuple[HeapTrimmer, list[float], list[float]]:
         trims: list[float] = []
-        return HeapTrimmer(lambda: trims.append(time.monotonic()), lambda: free, idle_seconds, keep_free_bytes=100), trims
+        checks: list[float] = []
+
+        def free_bytes() -> int:
+            checks.append(time.monotonic())
+            return free
+        return HeapTrimmer(lambda: trims.append(time.monotonic()), free_bytes, idle_seconds, keep_free_bytes=100), trims, checks
 
     def test_trims_once_after_requests_then_quiet(self):
-        trimmer, trims = self.trimmer()
+        trimmer, trims, checks = self.trimmer()
         for _ in range(3):
             trimmer.started()
             trimmer.finished()
         assert wait_until(lambda: trims, timeout=5, interval=0.01)
-        time.sleep(0.3)
+        rounds = len(checks)
+        assert wait_until(lambda: len(checks) >= rounds + 3, timeout=5, interval=0.01)
         assert len(trims) == 1
 
     def test_never_trims_while_a_request_is_in_flight(self):
-        trimmer, trims = self.trimmer()
+        trimmer, trims, checks = self.trimmer()
         trimmer.started()
         trimmer.started()
         trimmer.finished()
-        time.sleep(0.3)
+        assert wait_until(lambda: len(checks) >= 3, timeout=5, interval=0.01)
         assert trims == []
         finished_at = time.monotonic()
         trimmer.finished()
@@ -215,7 +224,7 @@ class TestHeapTrimmer:
         assert trims[0] - finished_at >= 0.05
 
     def test_trims_again_after_the_next_idle_spell(self):
-        trimmer, trims = self.trimmer()
+        trimmer, trims, _ = self.trimmer()
         trimmer.started()
         trimmer.finished()
         assert wait_until(lambda: len(trims) == 1, timeout=5, interval=0.01)
@@ -224,18 +233,18 @@ class TestHeapTrimmer:
         assert wait_until(lambda: len(trims) == 2, timeout=5, interval=0.01)
 
     def test_trims_while_busy_once_too_much_lies_free(self):
-        trimmer, trims = self.trimmer(free=101)
+        trimmer, trims, _ = self.trimmer(free=101)
         trimmer.started()  # never finishes: the instance is never idle
         assert wait_until(lambda: len(trims) >= 2, timeout=5, interval=0.01)
 
     def test_keeps_free_memory_within_the_bound_while_busy(self):
-        trimmer, trims = self.trimmer(free=100)
+        trimmer, trims, checks = self.trimmer(free=100)
         trimmer.started()
-        time.sleep(0.3)
+        assert wait_until(lambda: len(checks) >= 3, timeout=5, interval=0.01)
         assert trims == []
 
     def test_the_wsgi_wrapper_counts_a_request_that_raises(self):
-        trimmer, trims = self.trimmer()
+        trimmer, trims, _ = self.trimmer()
 
         def failing_app(environ, start_response):
             raise RuntimeError("boom")

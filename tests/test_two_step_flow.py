@@ -5,6 +5,7 @@ In-process, over HTTP to the local ElevenLabs server."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -144,11 +145,17 @@ def test_init_ignores_a_clone_older_than_the_prepared_clone_max_age(make_client,
 
 def test_slow_elevenlabs_still_gets_a_timely_200_without_overrides(two_step, fake, audio_files):
     allow(fake)
-    fake.inject("GET", "/v2/voices", delay=5, status=200, body={"voices": [], "has_more": False}, times=5)
-    fake.inject("GET", f"/v1/convai/agents/{AGENT_ID}", delay=5, status=200, body={}, times=5)
-    started = time.monotonic()
-    response = init(two_step, call_sid="CAslow")
-    elapsed = time.monotonic() - started
+    release = threading.Event()  # ElevenLabs answers nothing until the init has been answered
+    fake.inject("GET", "/v2/voices", until=release, status=200, body={"voices": [], "has_more": False}, times=5)
+    fake.inject("GET", f"/v1/convai/agents/{AGENT_ID}", until=release, status=200, body={}, times=5)
+    try:
+        started = time.monotonic()
+        response = init(two_step, call_sid="CAslow")
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+    # Answered while ElevenLabs was still silent; within the look-up budget (0.8 s) plus a margin a
+    # loaded machine meets: ElevenLabs waits only so long for this webhook.
     assert response.status_code == 200 and elapsed < 3.0, elapsed
     assert response.get_json()["conversation_config_override"] == {}  # permissions unknown: no override at all
 
