@@ -174,7 +174,7 @@ def test_message_that_keeps_failing_ends_in_the_dead_letter_topic(lifecycle, fak
     fake.inject("GET", "/v1/voices/always_failing", status=500, times=1000)
     data = json.dumps(events.voice_created("always_failing", "x", "conv_poison", AGENT_ID, datetime.now(timezone.utc))).encode()
     lifecycle.publish(data, event_type="voice.created")
-    dead = wait_until(lifecycle.dead_letters, timeout=45, interval=2)
+    dead = wait_until(lifecycle.dead_letters, timeout=120, interval=2)  # five deliveries, backoff between them
     assert dead and json.loads(dead[0])["voice_id"] == "always_failing"
 
 
