@@ -11,13 +11,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from sandbox.processes import FunctionServer
 from sandbox.pubsub_emulator import create_topology
 from tests.conftest import (
     AGENT_ID,
-    API_KEY,
     BOTH_MODES,
-    SECRET,
     json_body,
     log_events,
     post_call_body,
@@ -34,16 +31,17 @@ OLD = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=3)
 
 
 class Lifecycle:
-    def __init__(self, emulator, fake, tmp_env):
+    """Both functions on one topic of the emulator: `cleanup_voices` behind its push subscription,
+    `precall_webhook` publishing to it (each started by `real_server`, stopped after the test)."""
+
+    def __init__(self, emulator, real_server):
         name = f"voice-events-{uuid.uuid4().hex[:8]}"
-        common = {"ELEVENLABS_API_KEY": API_KEY, "ELEVENLABS_BASE_URL": fake.url,
-                  "PUBSUB_EMULATOR_HOST": emulator.host, "GOOGLE_CLOUD_PROJECT": emulator.project, **tmp_env}
-        self.cleanup = FunctionServer("cleanup_voices", common, signature_type="cloudevent").start(ready_path="/")
+        common = {"PUBSUB_EMULATOR_HOST": emulator.host, "GOOGLE_CLOUD_PROJECT": emulator.project}
+        self.cleanup = real_server(target="cleanup_voices", **common)
         self.topology = create_topology(emulator.project, name, self.cleanup.url + "/",
                                         max_delivery_attempts=5, min_backoff_seconds=1, max_backoff_seconds=2,
                                         ack_deadline_seconds=10)
-        self.webhook = FunctionServer("precall_webhook", dict(common, ELEVENLABS_WEBHOOK_SECRET=SECRET,
-                                                              VOICE_EVENTS_TOPIC=self.topology.topic)).start()
+        self.webhook = real_server(**common, VOICE_EVENTS_TOPIC=self.topology.topic)
         from google.cloud import pubsub_v1
 
         self.publisher = pubsub_v1.PublisherClient()
@@ -80,16 +78,10 @@ class Lifecycle:
         subscriber.close()
         return [m.message.data for m in response.received_messages]
 
-    def stop(self) -> None:
-        self.webhook.stop()
-        self.cleanup.stop()
-
 
 @pytest.fixture
-def lifecycle(pubsub_emulator, fake):
-    system = Lifecycle(pubsub_emulator, fake, {})
-    yield system
-    system.stop()
+def lifecycle(pubsub_emulator, fake, real_server):
+    return Lifecycle(pubsub_emulator, real_server)
 
 
 @both_modes
@@ -195,15 +187,11 @@ def test_call_initiation_failure_also_ends_the_clone(lifecycle, fake):
     assert wait_until(lambda: voice_id not in fake.voices)
 
 
-def test_failed_publish_is_logged_and_never_fails_the_call(pubsub_emulator, fake, service_env, audio_files):
+def test_failed_publish_is_logged_and_never_fails_the_call(pubsub_emulator, real_server, audio_files):
     missing_topic = f"projects/{pubsub_emulator.project}/topics/does-not-exist"
-    server = FunctionServer("precall_webhook", dict(service_env, PUBSUB_EMULATOR_HOST=pubsub_emulator.host,
-                                                    VOICE_EVENTS_TOPIC=missing_topic)).start()
-    try:
-        body = json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="conv_nopub")
-        response = requests.post(server.url + "/webhook", data=body, timeout=60, headers={
-            "Content-Type": "application/json", "ElevenLabs-Signature": signature_header(body)})
-        assert response.status_code == 200
-        assert wait_until(lambda: '"event_type": "voice_event_publish_failed"' in server.logs())
-    finally:
-        server.stop()
+    server = real_server(PUBSUB_EMULATOR_HOST=pubsub_emulator.host, VOICE_EVENTS_TOPIC=missing_topic)
+    body = json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="conv_nopub")
+    response = requests.post(server.url + "/webhook", data=body, timeout=60, headers={
+        "Content-Type": "application/json", "ElevenLabs-Signature": signature_header(body)})
+    assert response.status_code == 200
+    assert wait_until(lambda: log_events(server.logs(), "voice_event_publish_failed"))

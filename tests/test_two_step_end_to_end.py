@@ -13,9 +13,7 @@ from sandbox.processes import FunctionServer
 from sandbox.pubsub_emulator import create_topology
 from tests.conftest import (
     AGENT_ID,
-    API_KEY,
     BOTH_MODES,
-    SECRET,
     log_events,
     post_call_body,
     signature_header,
@@ -66,38 +64,25 @@ def run_two_step(first: FunctionServer, second: FunctionServer, fake, audio_file
     return voice_id
 
 
-def instance_env(fake, **extra: str) -> dict[str, str]:
-    return {"ELEVENLABS_API_KEY": API_KEY, "ELEVENLABS_BASE_URL": fake.url, "ELEVENLABS_WEBHOOK_SECRET": SECRET,
-            "ELEVENLABS_AGENT_ID": AGENT_ID, "AGENT_UPDATE_MODE": "override", "INIT_WEBHOOK_SECRET": INIT_SECRET, **extra}
+# Each instance as the two-step flow deploys it (on top of `real_server`'s settings for the local ElevenLabs).
+INSTANCE = {"ELEVENLABS_AGENT_ID": AGENT_ID, "AGENT_UPDATE_MODE": "override", "INIT_WEBHOOK_SECRET": INIT_SECRET}
 
 
 @pytest.mark.emulator
-def test_two_step_flow_across_two_instances_through_pubsub(pubsub_emulator, fake, audio_files):
+def test_two_step_flow_across_two_instances_through_pubsub(pubsub_emulator, real_server, fake, audio_files):
     allow(fake)  # before start-up: each instance reads the agent's override settings ahead of the first call
-    common = {"ELEVENLABS_API_KEY": API_KEY, "ELEVENLABS_BASE_URL": fake.url, "PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
-              "GOOGLE_CLOUD_PROJECT": pubsub_emulator.project}
-    cleanup = FunctionServer("cleanup_voices", common, signature_type="cloudevent").start(ready_path="/")
+    common = {"PUBSUB_EMULATOR_HOST": pubsub_emulator.host, "GOOGLE_CLOUD_PROJECT": pubsub_emulator.project}
+    cleanup = real_server(target="cleanup_voices", **common)
     topology = create_topology(pubsub_emulator.project, f"two-step-{uuid.uuid4().hex[:8]}", cleanup.url + "/",
                                min_backoff_seconds=1, max_backoff_seconds=2, ack_deadline_seconds=10)
-    env = instance_env(fake, PUBSUB_EMULATOR_HOST=pubsub_emulator.host, GOOGLE_CLOUD_PROJECT=pubsub_emulator.project,
-                       VOICE_EVENTS_TOPIC=topology.topic)
-    first, second = FunctionServer("precall_webhook", env).start(), FunctionServer("precall_webhook", env).start()
-    try:
-        voice_id = run_two_step(first, second, fake, audio_files, "CAtwostepPubSub01", cleanup)
-        assert fake.requests_to("DELETE", f"/v1/voices/{voice_id}")
-    finally:
-        for server in (first, second, cleanup):
-            server.stop()
+    first, second = (real_server(**INSTANCE, **common, VOICE_EVENTS_TOPIC=topology.topic) for _ in range(2))
+    voice_id = run_two_step(first, second, fake, audio_files, "CAtwostepPubSub01", cleanup)
+    assert fake.requests_to("DELETE", f"/v1/voices/{voice_id}")
 
 
-def test_two_step_flow_across_two_instances_with_in_process_queues(fake, audio_files):
+def test_two_step_flow_across_two_instances_with_in_process_queues(real_server, fake, audio_files):
     allow(fake)
-    first = FunctionServer("precall_webhook", instance_env(fake)).start()
-    second = FunctionServer("precall_webhook", instance_env(fake)).start()
-    try:
-        # Each worker read the agent's override settings at start-up, before any call reached it.
-        assert wait_until(lambda: len(fake.requests_to("GET", f"/v1/convai/agents/{AGENT_ID}")) >= 2, timeout=10)
-        run_two_step(first, second, fake, audio_files, CALL_SID, cleanup=first)  # first's queue runs its cleanup
-    finally:
-        first.stop()
-        second.stop()
+    first, second = real_server(**INSTANCE), real_server(**INSTANCE)
+    # Each worker read the agent's override settings at start-up, before any call reached it.
+    assert wait_until(lambda: len(fake.requests_to("GET", f"/v1/convai/agents/{AGENT_ID}")) >= 2, timeout=10)
+    run_two_step(first, second, fake, audio_files, CALL_SID, cleanup=first)  # first's queue runs its cleanup
