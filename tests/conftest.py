@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -212,13 +212,18 @@ def client(make_client: Callable[..., Any]) -> Any:
     return make_client()
 
 
-@contextmanager
-def function_server(env: dict[str, str], target: str = "precall_webhook") -> Iterator[FunctionServer]:
+def start_function_server(env: dict[str, str], target: str = "precall_webhook") -> FunctionServer:
     """The real server as deployed (`functions-framework --target TARGET`) with exactly `env`, up and
-    answering; stopped (with its workers) on the way out."""
+    answering (its `stop()` ends it and its workers)."""
     cloudevent = target == "cleanup_voices"
     server = FunctionServer(target, env, signature_type="cloudevent" if cloudevent else "http")
-    server.start(ready_path="/" if cloudevent else "/healthz")
+    return server.start(ready_path="/" if cloudevent else "/healthz")
+
+
+@contextmanager
+def function_server(env: dict[str, str], target: str = "precall_webhook") -> Iterator[FunctionServer]:
+    """`start_function_server`, stopped on the way out (for fixtures wider than one test)."""
+    server = start_function_server(env, target)
     try:
         yield server
     finally:
@@ -228,11 +233,15 @@ def function_server(env: dict[str, str], target: str = "precall_webhook") -> Ite
 @pytest.fixture
 def real_server(service_env: dict[str, str]) -> Iterator[Callable[..., FunctionServer]]:
     """`real_server(**settings)` starts the real server (`target=` picks the function, default
-    `precall_webhook`) with `service_env` plus `settings`; every one started is stopped after the test."""
-    with ExitStack() as stack:
-        def start(target: str = "precall_webhook", **settings: str) -> FunctionServer:
-            return stack.enter_context(function_server({**service_env, **settings}, target))
-        yield start
+    `precall_webhook`) with `service_env` plus `settings`; all it started are stopped together after
+    the test (a stop waits for the workers to finish, so one at a time would add up)."""
+    started: list[FunctionServer] = []
+
+    def start(target: str = "precall_webhook", **settings: str) -> FunctionServer:
+        started.append(start_function_server({**service_env, **settings}, target))
+        return started[-1]
+    yield start
+    in_parallel(lambda server: server.stop(), started)
 
 
 def signature_header(body: bytes, secret: str = SECRET, timestamp: int | None = None) -> str:
