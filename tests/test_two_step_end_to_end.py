@@ -52,7 +52,8 @@ def run_two_step(first: FunctionServer, second: FunctionServer, fake, audio_file
     assert wait_until(lambda: log_events(second.logs(), "conversation_init", found=True, source="elevenlabs"), timeout=10)
     # The clone's voice.created was handled: ElevenLabs knows no conversation by the call sid, which
     # means not over, so the clone stays.
-    assert wait_until(lambda: log_events(cleanup.logs(), "voice_kept_call_live", voice_id=voice_id), timeout=30)
+    assert wait_until(lambda: log_events(cleanup.logs(), "voice_kept_call_live", voice_id=voice_id), timeout=30), \
+        cleanup.logs()[-3000:]
     assert voice_id in fake.voices
     before_the_call_ended = len(fake.requests)
     post_call = post_call_body(f"conv_{uuid.uuid4().hex[:10]}", call_sid=call_sid)
