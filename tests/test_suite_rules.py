@@ -1,5 +1,6 @@
 """The suite's own rules hold: under REQUIRE_NO_SKIPS=1 (what .ci/run sets) a skip not on the
-allow-list fails, each allow-list entry gives its reason, and a hang is cut off by the timeout."""
+allow-list fails, each allow-list entry gives its reason, a hang is cut off by the timeout, and a
+test that needs the emulator cannot leave out its mark."""
 
 from __future__ import annotations
 
@@ -63,3 +64,11 @@ def test_a_hanging_test_fails_with_the_timeout_instead_of_stalling_the_run(tmp_p
     result = run_pytest([str(hanging), "--timeout=2", "--rootdir", str(tmp_path), "-c", str(ROOT / "pytest.ini")],
                         Path("/usr/bin"))
     assert result.returncode == 1 and "Timeout" in result.stdout, result.stdout[-2000:]
+
+
+def test_a_test_using_the_emulator_without_its_mark_stops_collection(tmp_path):
+    unmarked = tmp_path / "test_unmarked.py"
+    unmarked.write_text("def test_publishes(pubsub_emulator):\n    pass\n")
+    result = run_pytest(["-p", "tests.conftest", "--collect-only", str(unmarked), "--rootdir", str(tmp_path)], Path("/usr/bin"))
+    assert result.returncode == 4, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "tests using pubsub_emulator without @pytest.mark.emulator: " in result.stderr + result.stdout
