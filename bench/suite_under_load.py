@@ -74,7 +74,8 @@ def freeze_in_bursts(root: int, stop: threading.Event, rng: random.Random, froze
         stop.wait(rng.uniform(0.5, 1.5))
 
 
-def run_suite(pytest_args: list[str], slow_emulator: bool, seed: int) -> tuple[int, str, float, list[float]]:
+def run_suite(pytest_args: list[str], slow_emulator: bool, seed: int,
+              output_file: Path | None) -> tuple[int, str, float, list[float]]:
     started = time.monotonic()
     process = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -86,6 +87,8 @@ def run_suite(pytest_args: list[str], slow_emulator: bool, seed: int) -> tuple[i
     stop.set()
     if slow_emulator:
         freezer.join()
+    if output_file is not None:
+        output_file.write_text(output)
     summary = next((line.strip("= ") for line in reversed(output.splitlines()) if re.search(r"\d+ (passed|failed)", line)),
                    output.splitlines()[-1] if output else "")
     failures = [line for line in output.splitlines() if line.startswith(("FAILED", "ERROR"))]
@@ -97,12 +100,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--burn", type=int, default=os.cpu_count() or 2, help="busy CPUs (0: none)")
     parser.add_argument("--slow-emulator", action="store_true", help="freeze the Pub/Sub emulator in bursts")
+    parser.add_argument("--output-dir", type=Path, help="keep each run's whole pytest output here (run-N.txt)")
     parser.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
     args = parser.parse_args()
+    if args.output_dir is not None:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
     burners = start_burners(args.burn)
     try:
         for run in range(1, args.runs + 1):
-            status, summary, seconds, frozen = run_suite(args.pytest_args, args.slow_emulator, seed=run)
+            output_file = None if args.output_dir is None else args.output_dir / f"run-{run}.txt"
+            status, summary, seconds, frozen = run_suite(args.pytest_args, args.slow_emulator, run, output_file)
             slowed = f", emulator frozen {len(frozen)} times ({sum(frozen):.0f} s)" if args.slow_emulator else ""
             print(f"run {run}: exit {status}, {seconds:.0f} s, burn {args.burn} CPUs{slowed}: {summary}", flush=True)
     finally:
