@@ -134,6 +134,7 @@ class Fault:
     delay: float = 0.0
     reset: bool = False
     times: int = 1
+    until: threading.Event | None = None
 
 
 def error_body(code: str, message: str, status: str | None = None, kind: str | None = None,
@@ -309,10 +310,14 @@ class FakeElevenLabs:
         return error_body(code, message, status, kind, self.error_style)
 
     def inject(self, method: str, path: str, status: int | None = None, body: Any = None,
-               headers: dict[str, str] | None = None, delay: float = 0.0, reset: bool = False, times: int = 1) -> None:
-        """Make the next `times` matching requests fail (or stall, or reset the connection)."""
+               headers: dict[str, str] | None = None, delay: float = 0.0, reset: bool = False, times: int = 1,
+               until: threading.Event | None = None) -> None:
+        """Make the next `times` matching requests fail (or stall, or reset the connection). `until`
+        holds each of them unanswered until the event is set (60 s at most): a call kept in flight
+        for exactly as long as a test needs, however slow the machine."""
         with self.lock:
-            self.faults.append(Fault(method.upper(), re.compile(path), status, body, headers or {}, delay, reset, times))
+            self.faults.append(Fault(method.upper(), re.compile(path), status, body, headers or {}, delay, reset, times,
+                                     until))
 
     def chaos(self, rate: float, seed: int, kinds: tuple[str, ...] = CHAOS_KINDS,
               stall: tuple[float, float] = (2.0, 6.0)) -> None:
@@ -797,6 +802,8 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(delay)
         fault = fake._take_fault(self.command, parts.path) or fake._chaos_fault(self.command, parts.path)
         if fault is not None:
+            if fault.until is not None:
+                fault.until.wait(60)
             if fault.delay:
                 time.sleep(fault.delay)
             if fault.reset:

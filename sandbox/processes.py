@@ -23,25 +23,33 @@ from voiceclone.config import ENVIRONMENT_VARIABLES
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """Resident memory of a process and all its descendants (gunicorn workers, ffmpeg children)."""
+def tree_pids(pid: int) -> list[int]:
+    """A process and all its descendants (gunicorn workers, decoder children), walked through /proc."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
             continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, pending = 0, [pid]
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, pending = [], [pid]
     while pending:
         current = pending.pop()
+        found.append(current)
+        pending.extend(children.get(current, []))
+    return found
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of a process and all its descendants (gunicorn workers, ffmpeg children)."""
+    total = 0
+    for current in tree_pids(pid):
         try:
             for line in Path(f"/proc/{current}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
         except OSError:
             continue
-        pending.extend(children.get(current, []))
     return total
 
 

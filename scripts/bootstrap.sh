@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prepare this checkout on a fresh machine: Debian tools (installed when missing and we are root),
+# Prepare this checkout on a fresh machine: Debian tools (installed when missing and we are root; a
+# missing one that cannot be installed stops it with the apt-get command to run),
 # a virtualenv in .venv and the pinned requirements. Idempotent and quick when nothing changed.
 #   scripts/bootstrap.sh run    runtime requirements (the service decodes audio in-process: no ffmpeg)
 #   scripts/bootstrap.sh test   also test requirements, and ffmpeg, espeak-ng (test audio), shellcheck,
@@ -54,10 +55,13 @@ if [ "$mode" = test ]; then
   command -v java >/dev/null || missing+=(default-jre-headless)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
-  if is_root_with_apt; then
-    apt_install "${missing[@]}"
-  else
-    say "please install these Debian packages: ${missing[*]}"
+  # The tests need every one of these: without them a third of the suite would skip, and a skipped
+  # test proves nothing. So a tool that cannot be installed stops here, naming the command to run.
+  command="apt-get install -y --no-install-recommends ${missing[*]}"
+  if ! is_root_with_apt || ! apt_install "${missing[@]}"; then
+    say "the tests need these Debian packages, and they could not be installed here: ${missing[*]}"
+    say "install them (as root, or with sudo), then rerun: $command"
+    exit 2
   fi
 fi
 

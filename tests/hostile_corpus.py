@@ -24,8 +24,10 @@ from pathlib import Path
 
 import numpy
 
-AGENT_ID = "agent_def456uvw"
-MAX_SAMPLE_BYTES = 10 * 1024 * 1024  # the service's default MAX_SAMPLE_BYTES
+if not __package__:  # run as a script: the repository's root on the path, as under pytest
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.conftest import AGENT_ID, MAX_SAMPLE_BYTES  # noqa: E402
+
 CATEGORIES = ("wav_codec", "wav_header", "wav_chunks", "mp3", "ogg", "quality_gate", "json", "multipart", "signature")
 
 
@@ -415,7 +417,6 @@ def write_corpus(cases: list[HostileCase], directory: Path) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.audio_fixtures import build_fixtures
 
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "hostile_corpus")

@@ -1,5 +1,5 @@
 """`scripts/bootstrap.sh` on machines it must not trip over: a Python too old, a virtualenv made by
-another (or a broken) Python, a Python that cannot make virtualenvs. Pythons are stand-ins and PATH
+another (or a broken) Python, a Python that cannot make virtualenvs, test tools it cannot install. Pythons are stand-ins and PATH
 holds only the tools the script uses, so nothing is installed and the real .venv is never touched."""
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def python(machine: Path, name: str, version: str, no_pip: bool = False, no_ensu
     return path
 
 
-def bootstrap(machine: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(ROOT / "scripts" / "bootstrap.sh"), "run"], capture_output=True, text=True,
+def bootstrap(machine: Path, mode: str = "run", **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(ROOT / "scripts" / "bootstrap.sh"), mode], capture_output=True, text=True,
                           timeout=60, env={"PATH": str(machine / "bin"), "VENV": str(machine / "venv"), **env})
 
 
@@ -97,3 +97,12 @@ def test_a_python_without_venv_support_names_the_debian_package(machine):
     assert result.stderr.splitlines()[-1] == ("bootstrap: install the Debian package python3.11-venv "
                                               "(apt-get install python3.11-venv), then rerun")
     assert not (machine / "venv").exists()  # no half-made virtualenv left to trip over next time
+
+
+def test_test_tools_it_cannot_install_stop_it_with_the_apt_get_command_to_run(machine):
+    python(machine, "python3", "3.12")
+    result = bootstrap(machine, "test")  # no apt-get on this PATH, and none of the tools
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == ("bootstrap: install them (as root, or with sudo), then rerun: apt-get install "
+                                              "-y --no-install-recommends ffmpeg espeak-ng shellcheck default-jre-headless")
+    assert not (machine / "venv").exists()  # stopped before anything was installed

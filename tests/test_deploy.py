@@ -17,7 +17,7 @@ import yaml
 
 from sandbox.processes import ROOT, free_port, wait_for_http
 from sandbox.twilio_server import SANDBOX_ACCOUNT_SID, FakeTwilio
-from tests.conftest import API_KEY, wait_until
+from tests.conftest import API_KEY, SECRET, json_body, signature_header, wait_until
 from tests.gcloud_cli import (
     calls_of,
     flag,
@@ -396,18 +396,27 @@ def run_container_command(image_like_dir, extra_env: dict[str, str]) -> tuple[su
     return process, f"http://127.0.0.1:{port}"
 
 
-def test_container_command_serves_the_webhook_from_a_clean_venv(image_like_dir, fake):
+@pytest.mark.timeout(900)  # its setup pip-installs requirements.txt into a new venv
+def test_container_command_serves_the_webhook_from_a_clean_venv(image_like_dir, fake, audio_files):
     assert dockerfile()[2] == ["functions-framework"]
-    process, url = run_container_command(image_like_dir, {"ELEVENLABS_API_KEY": API_KEY, "ELEVENLABS_WEBHOOK_SECRET": "s",
+    process, url = run_container_command(image_like_dir, {"ELEVENLABS_API_KEY": API_KEY, "ELEVENLABS_WEBHOOK_SECRET": SECRET,
                                                           "ELEVENLABS_BASE_URL": fake.url})
     try:
         wait_for_http(url + "/healthz", process, timeout=60)
-        assert requests.get(url + "/healthz", timeout=5).json()["status"] == "ok"
+        health = requests.get(url + "/healthz", timeout=5)
+        # The image's defaults: the documented update mode, the in-process queue until a topic is set.
+        assert (health.status_code, health.json()) == (200, {"status": "ok", "agent_update_mode": "patch", "events": "local"})
+        body = json_body(audio_files["mp3_cbr"].read_bytes(), conversation_id="conv_image")
+        response = requests.post(url + "/webhook", data=body, timeout=30, headers={
+            "Content-Type": "application/json", "ElevenLabs-Signature": signature_header(body)})
+        assert response.status_code == 200, response.text
+        assert response.json()["voice_id"] in fake.voices  # the whole call path works with only requirements.txt
     finally:
         process.terminate()
         process.wait(timeout=10)
 
 
+@pytest.mark.timeout(900)  # may be the first to build the image-like venv
 def test_container_command_runs_cleanup_as_a_cloudevent_target(image_like_dir, fake):
     voice_id = fake.add_voice("X_Clone_1", labels={"source": "precall-webhook", "type": "instant_clone",
                                                   "conversation_id": "conv_img", "created_at": "2020-01-01T00:00:00Z"})

@@ -313,6 +313,7 @@ def test_a_probe_that_cannot_be_deleted_says_which_voice_to_delete_by_hand(ready
 
 # -- Pub/Sub and the deployment -----------------------------------------------------------------
 
+@pytest.mark.emulator
 def test_the_topic_must_exist_and_publishing_rights_are_could_not_tell_on_the_emulator(pubsub_emulator):
     from google.cloud import pubsub_v1
 

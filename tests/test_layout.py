@@ -4,6 +4,7 @@ never imports test or sandbox code, and pure modules import no I/O."""
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
 from sandbox.processes import ROOT
@@ -51,6 +52,76 @@ def top(name: str) -> str:
     return name.split(".")[0]
 
 
+def _load_time_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    for node in body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        yield node
+        if isinstance(node, (ast.If, ast.With)):
+            yield from _load_time_statements(node.body + getattr(node, "orelse", []))
+        elif isinstance(node, ast.Try):
+            yield from _load_time_statements(node.body + node.orelse + node.finalbody
+                                             + [stmt for handler in node.handlers for stmt in handler.body])
+
+
+def load_time_imports(module: str, file: Path, modules: set[str]) -> set[str]:
+    """The run-path modules `module` imports while it loads: statements at module level (inside `if`
+    and `try` too), not those inside functions, which run later, nor those under `if TYPE_CHECKING:`.
+    Each name resolves to the longest run-path module it names (`from a.b import c` is `a.b.c` if
+    that is a module, else `a.b`)."""
+    package = module if file.name == "__init__.py" else module.rpartition(".")[0]
+
+    names: set[str] = set()
+    for node in _load_time_statements(ast.parse(file.read_text()).body):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    found = set()
+    for name in names:
+        parts = name.split(".")
+        target = next((".".join(parts[:i]) for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in modules), None)
+        if target is not None and target != module:
+            found.add(target)
+    return found
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan), each sorted: a cycle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
 def test_run_path_never_imports_tests_or_the_sandbox():
     for module, file in module_files().items():
         bad = {name for name in imports_of(module, file) if top(name) in ("tests", "sandbox")}
@@ -93,3 +164,15 @@ def test_the_service_never_imports_the_operator_tool_doctor():
         if top(module) != "doctor" and module != "precall.__main__":
             bad = {n for n in imports_of(module, file) if top(n) == "doctor"}
             assert not bad, f"{module} imports {bad}"
+
+
+def test_no_import_cycles_among_the_run_path_modules():
+    files = module_files()
+    graph = {module: load_time_imports(module, file, set(files)) for module, file in files.items()}
+    assert sum(len(targets) for targets in graph.values()) > 50  # the graph is really read
+    assert import_cycles(graph) == []
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []

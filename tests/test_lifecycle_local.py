@@ -6,17 +6,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 
 from sandbox.processes import ROOT
 from tests.conftest import (
-    AGENT_ID,
     API_KEY,
     BOTH_MODES,
     json_body,
+    log_events,
+    post_call_body,
     post_signed,
     seed_clone,
     wait_until,
@@ -26,29 +28,41 @@ from voiceclone.clones import Clone
 OURS = {"source": "precall-webhook", "type": "instant_clone", "conversation_id": "conv_old", "created_at": "2020-01-01T00:00:00Z"}
 
 
-def post_call(client, conversation_id: str, kind: str = "post_call_audio"):
-    body = json.dumps({"type": kind, "event_timestamp": int(time.time()),
-                       "data": {"agent_id": AGENT_ID, "conversation_id": conversation_id}}).encode()
-    return post_signed(client, "/post-call", body)
+def post_call(client, conversation_id: str, kind: str = "post_call_audio") -> Any:
+    return post_signed(client, "/post-call", post_call_body(conversation_id, kind))
+
+
+def output_of(capsys) -> Callable[[], str]:
+    """Everything the in-process service has written to stdout so far (its queue logs from its own thread)."""
+    seen: list[str] = []
+
+    def read() -> str:
+        seen.append(capsys.readouterr().out)
+        return "".join(seen)
+    return read
 
 
 @pytest.mark.parametrize("fake_mode", BOTH_MODES)
-def test_local_queue_deletes_the_clone_after_the_post_call_webhook(client, fake, audio_files):
+def test_local_queue_deletes_the_clone_after_the_post_call_webhook(client, fake, audio_files, capsys):
+    output = output_of(capsys)
     voice_id = post_signed(client, "/webhook", json_body(audio_files["wav_pcm16"].read_bytes(),
                                                          conversation_id="conv_local")).get_json()["voice_id"]
     assert client.get("/healthz").get_json()["events"] == "local"
-    assert wait_until(lambda: fake.requests_to("GET", "/v1/convai/conversations/conv_local"))
-    assert voice_id in fake.voices  # call not over: kept
+    # voice.created handled: ElevenLabs does not list the conversation yet, so the call is not over: kept.
+    assert wait_until(lambda: log_events(output(), "voice_kept_call_live", voice_id=voice_id))
+    assert voice_id in fake.voices and not fake.requests_to("DELETE", f"/v1/voices/{voice_id}")
     assert post_call(client, "conv_local").get_json() == {"status": "accepted", "conversation_id": "conv_local"}
     assert wait_until(lambda: voice_id not in fake.voices)
 
 
-def test_auto_delete_off_keeps_clones_after_the_call(make_client, fake, audio_files):
+def test_auto_delete_off_keeps_clones_after_the_call(make_client, fake, audio_files, capsys):
+    output = output_of(capsys)
     client = make_client(VOICE_CLONE_AUTO_DELETE="false")
     voice_id = post_signed(client, "/webhook", json_body(audio_files["wav_pcm16"].read_bytes(),
                                                          conversation_id="conv_keep")).get_json()["voice_id"]
     assert post_call(client, "conv_keep").status_code == 200
-    time.sleep(1)
+    # Both events (voice.created, call.ended) were handled, and each left the clone alone.
+    assert wait_until(lambda: len(log_events(output(), "voice_cleanup_skipped", conversation_id="conv_keep")) == 2)
     assert voice_id in fake.voices and fake.requests_to("DELETE", r"/v1/voices/.*") == []
 
 

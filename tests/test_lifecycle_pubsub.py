@@ -3,22 +3,21 @@
 
 from __future__ import annotations
 
+import base64
 import json
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
 
-from sandbox.processes import FunctionServer
 from sandbox.pubsub_emulator import create_topology
 from tests.conftest import (
     AGENT_ID,
-    API_KEY,
     BOTH_MODES,
-    SECRET,
     json_body,
+    log_events,
+    post_call_body,
     seed_clone,
     signature_header,
     wait_until,
@@ -32,16 +31,17 @@ OLD = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=3)
 
 
 class Lifecycle:
-    def __init__(self, emulator, fake, tmp_env):
+    """Both functions on one topic of the emulator: `cleanup_voices` behind its push subscription,
+    `precall_webhook` publishing to it (each started by `real_server`, stopped after the test)."""
+
+    def __init__(self, emulator, real_server):
         name = f"voice-events-{uuid.uuid4().hex[:8]}"
-        common = {"ELEVENLABS_API_KEY": API_KEY, "ELEVENLABS_BASE_URL": fake.url,
-                  "PUBSUB_EMULATOR_HOST": emulator.host, "GOOGLE_CLOUD_PROJECT": emulator.project, **tmp_env}
-        self.cleanup = FunctionServer("cleanup_voices", common, signature_type="cloudevent").start(ready_path="/")
+        common = {"PUBSUB_EMULATOR_HOST": emulator.host, "GOOGLE_CLOUD_PROJECT": emulator.project}
+        self.cleanup = real_server(target="cleanup_voices", **common)
         self.topology = create_topology(emulator.project, name, self.cleanup.url + "/",
                                         max_delivery_attempts=5, min_backoff_seconds=1, max_backoff_seconds=2,
                                         ack_deadline_seconds=10)
-        self.webhook = FunctionServer("precall_webhook", dict(common, ELEVENLABS_WEBHOOK_SECRET=SECRET,
-                                                              VOICE_EVENTS_TOPIC=self.topology.topic)).start()
+        self.webhook = real_server(**common, VOICE_EVENTS_TOPIC=self.topology.topic)
         from google.cloud import pubsub_v1
 
         self.publisher = pubsub_v1.PublisherClient()
@@ -54,8 +54,7 @@ class Lifecycle:
         return response.json()
 
     def post_call(self, conversation_id: str, kind: str = "post_call_transcription") -> requests.Response:
-        body = json.dumps({"type": kind, "event_timestamp": int(time.time()),
-                           "data": {"agent_id": AGENT_ID, "conversation_id": conversation_id, "status": "done"}}).encode()
+        body = post_call_body(conversation_id, kind)
         return requests.post(self.webhook.url + "/post-call", data=body, timeout=10, headers={
             "Content-Type": "application/json", "ElevenLabs-Signature": signature_header(body)})
 
@@ -66,6 +65,10 @@ class Lifecycle:
         data, attributes = events.encode(event)
         self.publish(data, **attributes)
 
+    def logged(self, event_type: str, **fields: str) -> list[dict]:
+        """The cleanup function's log lines of this kind (as its output pipe has delivered them so far)."""
+        return log_events(self.cleanup.logs(), event_type, **fields)
+
     def dead_letters(self) -> list[bytes]:
         from google.cloud import pubsub_v1
 
@@ -75,16 +78,10 @@ class Lifecycle:
         subscriber.close()
         return [m.message.data for m in response.received_messages]
 
-    def stop(self) -> None:
-        self.webhook.stop()
-        self.cleanup.stop()
-
 
 @pytest.fixture
-def lifecycle(pubsub_emulator, fake):
-    system = Lifecycle(pubsub_emulator, fake, {})
-    yield system
-    system.stop()
+def lifecycle(pubsub_emulator, fake, real_server):
+    return Lifecycle(pubsub_emulator, real_server)
 
 
 @both_modes
@@ -92,9 +89,11 @@ def test_precall_then_post_call_deletes_the_clone(lifecycle, fake, audio_files):
     answer = lifecycle.precall(audio_files["mp3_cbr"].read_bytes(), "conv_full_path")
     voice_id = answer["voice_id"]
     assert voice_id in fake.voices
-    # voice.created reached the cleanup function, which asked ElevenLabs whether the call is over.
-    assert wait_until(lambda: fake.requests_to("GET", "/v1/convai/conversations/conv_full_path"))
-    assert voice_id in fake.voices  # unknown conversation = not over yet: kept
+    # voice.created reached the cleanup function, which asked ElevenLabs whether the call is over: the
+    # conversation is unknown there (not listed yet), which means not over, so it decided to keep the clone.
+    assert wait_until(lambda: lifecycle.logged("voice_kept_call_live", voice_id=voice_id), timeout=30), \
+        lifecycle.cleanup.logs()[-3000:]
+    assert voice_id in fake.voices and not fake.requests_to("DELETE", f"/v1/voices/{voice_id}")
     response = lifecycle.post_call("conv_full_path")
     assert response.status_code == 200 and response.json()["status"] == "accepted"
     assert wait_until(lambda: voice_id not in fake.voices)
@@ -105,11 +104,11 @@ def test_precall_then_post_call_deletes_the_clone(lifecycle, fake, audio_files):
 def test_clone_survives_while_the_call_is_live_and_goes_once_it_ends(lifecycle, fake, audio_files):
     fake.set_conversation("conv_live_call", "in-progress")
     voice_id = lifecycle.precall(audio_files["wav_pcm16"].read_bytes(), "conv_live_call")["voice_id"]
-    assert wait_until(lambda: len(fake.requests_to("GET", "/v1/convai/conversations/conv_live_call")) >= 2)
-    assert voice_id in fake.voices  # redelivered, still live, still kept
-    logs = lifecycle.cleanup.logs()
     # The expected "redeliver later" path: one INFO line per delivery, no traceback, nothing at ERROR.
-    assert logs.count('"event_type": "voice_kept_call_live"') >= 2
+    assert wait_until(lambda: len(lifecycle.logged("voice_kept_call_live", voice_id=voice_id)) >= 2, timeout=30), \
+        lifecycle.cleanup.logs()[-3000:]
+    assert voice_id in fake.voices and not fake.requests_to("DELETE", f"/v1/voices/{voice_id}")  # redelivered, kept
+    logs = lifecycle.cleanup.logs()
     assert "Traceback" not in logs and '"severity": "ERROR"' not in logs
     fake.set_conversation("conv_live_call", "done")  # ended, but the post-call webhook never came
     assert wait_until(lambda: voice_id not in fake.voices, timeout=30)
@@ -129,8 +128,8 @@ def test_sweep_deletes_only_our_clones_older_than_the_ttl(lifecycle, fake):
     fresh = seed_clone(fake, "conv_new", datetime.now(timezone.utc))
     foreign = fake.add_voice("Narrator", labels={"conversation_id": "conv_old", "source": "studio"}, created_at_unix=0)
     lifecycle.publish_event(events.sweep())
-    assert wait_until(lambda: stale not in fake.voices)
-    time.sleep(1)
+    swept = wait_until(lambda: lifecycle.logged("sweep_complete"), timeout=30)  # logged after its deletes
+    assert swept and swept[0]["expired"] == 1 and stale not in fake.voices  # (a redelivery would find none left)
     assert fresh in fake.voices and foreign in fake.voices
 
 
@@ -142,26 +141,34 @@ def test_foreign_voice_mentioning_the_conversation_survives_everything(lifecycle
     assert lifecycle.post_call("conv_foreign").status_code == 200
     lifecycle.publish_event(events.voice_created(foreign, "x", "conv_foreign", AGENT_ID, datetime(2020, 1, 1, tzinfo=timezone.utc)))
     lifecycle.publish_event(events.sweep())
-    assert wait_until(lambda: len(fake.requests_to("GET", f"/v1/voices/{foreign}")) >= 1)
-    assert wait_until(lambda: len(fake.requests_to("GET", "/v2/voices")) >= 2)
-    time.sleep(1)
+    # Each of the three events was handled to its end (each logs its last line after any delete).
+    assert wait_until(lambda: lifecycle.logged("call_ended_processed", conversation_id="conv_foreign")
+                      and (lifecycle.logged("voice_cleanup_done", voice_id=foreign) or lifecycle.logged("voice_deleted"))
+                      and lifecycle.logged("sweep_complete"), timeout=30), lifecycle.cleanup.logs()[-3000:]
+    assert lifecycle.logged("call_ended_processed")[0]["clones"] == 0
     assert foreign in fake.voices
     assert fake.requests_to("DELETE", r"/v1/voices/.*") == []
 
 
 def test_malformed_message_is_acknowledged_not_retried(lifecycle, fake):
     lifecycle.publish(b"this is not json", event_type="voice.created")
-    assert wait_until(lambda: lifecycle.cleanup.logs().count("voice_event_malformed") >= 1)
-    time.sleep(4)  # past two retry backoffs: an unacknowledged message would have come back
-    assert lifecycle.cleanup.logs().count("voice_event_malformed") == 1
-    assert lifecycle.dead_letters() == []
+    assert wait_until(lambda: lifecycle.logged("voice_event_malformed"), timeout=30)
+    # Acknowledged means a 2xx answer to the push (Pub/Sub redelivers anything else, then dead-letters
+    # it): the same push, as the emulator sends it, answered here.
+    push = {"subscription": lifecycle.topology.subscription, "message": {
+        "data": base64.b64encode(b"this is not json").decode(), "attributes": {"event_type": "voice.created"},
+        "messageId": "1", "publishTime": "2026-01-01T00:00:00Z"}}
+    response = requests.post(lifecycle.cleanup.url + "/", json=push, timeout=30)
+    assert 200 <= response.status_code < 300, response.status_code
+    assert len(lifecycle.logged("voice_event_malformed")) >= 2
 
 
+@pytest.mark.timeout(180)  # five deliveries with Pub/Sub's backoff
 def test_message_that_keeps_failing_ends_in_the_dead_letter_topic(lifecycle, fake):
     fake.inject("GET", "/v1/voices/always_failing", status=500, times=1000)
     data = json.dumps(events.voice_created("always_failing", "x", "conv_poison", AGENT_ID, datetime.now(timezone.utc))).encode()
     lifecycle.publish(data, event_type="voice.created")
-    dead = wait_until(lifecycle.dead_letters, timeout=45, interval=2)
+    dead = wait_until(lifecycle.dead_letters, timeout=120, interval=2)  # five deliveries, backoff between them
     assert dead and json.loads(dead[0])["voice_id"] == "always_failing"
 
 
@@ -182,18 +189,14 @@ def test_call_initiation_failure_also_ends_the_clone(lifecycle, fake):
     assert wait_until(lambda: voice_id not in fake.voices)
 
 
-def test_failed_publish_is_logged_and_never_fails_the_call(pubsub_emulator, fake, service_env, audio_files):
+def test_failed_publish_is_logged_and_never_fails_the_call(pubsub_emulator, real_server, audio_files):
     missing_topic = f"projects/{pubsub_emulator.project}/topics/does-not-exist"
-    server = FunctionServer("precall_webhook", dict(service_env, PUBSUB_EMULATOR_HOST=pubsub_emulator.host,
-                                                    VOICE_EVENTS_TOPIC=missing_topic)).start()
-    try:
-        body = json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="conv_nopub")
-        response = requests.post(server.url + "/webhook", data=body, timeout=60, headers={
-            "Content-Type": "application/json", "ElevenLabs-Signature": signature_header(body)})
-        assert response.status_code == 200
-        assert wait_until(lambda: '"event_type": "voice_event_publish_failed"' in server.logs())
-    finally:
-        server.stop()
+    server = real_server(PUBSUB_EMULATOR_HOST=pubsub_emulator.host, VOICE_EVENTS_TOPIC=missing_topic)
+    body = json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="conv_nopub")
+    response = requests.post(server.url + "/webhook", data=body, timeout=60, headers={
+        "Content-Type": "application/json", "ElevenLabs-Signature": signature_header(body)})
+    assert response.status_code == 200
+    assert wait_until(lambda: log_events(server.logs(), "voice_event_publish_failed"))
 
 
 def test_with_pubsub_stalled_the_answer_does_not_wait_for_the_publish_which_lands_once_it_recovers(
@@ -207,7 +210,8 @@ def test_with_pubsub_stalled_the_answer_does_not_wait_for_the_publish_which_land
     finally:
         pubsub_emulator.resume()
     assert answer["voice_id"] in fake.voices
-    assert '"event_type": "voice_event_publish_pending"' in lifecycle.webhook.logs()
+    # the line is copied from the server's pipe to its log file after the answer: wait for it
+    assert wait_until(lambda: '"event_type": "voice_event_publish_pending"' in lifecycle.webhook.logs(), timeout=10)
     # voice.created did reach cleanup: it asked ElevenLabs whether that call is over.
     assert wait_until(lambda: fake.requests_to("GET", "/v1/convai/conversations/conv_stall"), timeout=30)
     assert '"event_type": "voice_event_publish_failed"' not in lifecycle.webhook.logs()

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -105,8 +104,10 @@ class Stack:
             os.killpg(self.process.pid, 0)
 
 
-@pytest.mark.parametrize("use_emulator,stop_signal", [(True, signal.SIGHUP), (False, signal.SIGINT)],
-                         ids=["pubsub-emulator-closed-terminal", "in-process-queue-ctrl-c"])
+@pytest.mark.parametrize("use_emulator,stop_signal", [
+    pytest.param(True, signal.SIGHUP, id="pubsub-emulator-closed-terminal", marks=pytest.mark.emulator),
+    pytest.param(False, signal.SIGINT, id="in-process-queue-ctrl-c"),
+])
 def test_sandbox_round_trip_as_the_banner_prints_it_then_everything_stops(use_emulator, stop_signal, request, tmp_path):
     if use_emulator:
         request.getfixturevalue("pubsub_emulator")  # skips (or fails under CI) where it cannot run
@@ -201,14 +202,12 @@ def test_a_taken_port_is_refused_before_anything_starts(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        started = time.monotonic()
         result = subprocess.run([sys.executable, "scripts/dev.py", "--port", str(port), "--log-dir", str(tmp_path / "run")],
                                 cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == (f"make run: port {port} is in use (another make run?); "
                                      "choose free ones: make run PORT=8090 CLEANUP_PORT=8091")
     assert "READY" not in result.stdout and not (tmp_path / "run").exists()  # no log of another run touched
-    assert time.monotonic() - started < 10
 
 
 def test_make_run_takes_its_ports_from_make_variables():

@@ -20,7 +20,7 @@ import yaml
 
 from sandbox.processes import FunctionServer
 from sandbox.twilio_server import Caller, FakeTwilio
-from tests.conftest import json_body, post_signed, seed_clone, wait_until
+from tests.conftest import json_body, post_call_body, post_signed, seed_clone, wait_until
 from tests.gcloud_cli import documented_gcloud_commands
 from tests.log_filter import FilterSyntaxError, field, log_entry, matches
 from tests.telephony_stack import SAMPLE, dial, log_lines, telephony_agent
@@ -53,8 +53,7 @@ def run_the_service(make_client, fake, audio_files, capsys) -> list[dict[str, An
     music = audio_files["hold_music"].read_bytes()  # refused by the quality gate
     assert post_signed(client, "/webhook", json_body(music, conversation_id="conv_m_music")).status_code == 422
     voice_id = next(v["voice_id"] for v in fake.cloned_voices() if v["name"].endswith("_ok"))
-    ended = json.dumps({"type": "post_call_transcription", "event_timestamp": 1, "data": {"conversation_id": "conv_m_ok"}})
-    assert post_signed(client, "/post-call", ended.encode()).status_code == 200
+    assert post_signed(client, "/post-call", post_call_body("conv_m_ok", event_timestamp=1)).status_code == 200
     assert wait_until(lambda: voice_id not in fake.voices, timeout=20)
     seed_clone(fake, "conv_m_old", datetime.now(timezone.utc) - timedelta(hours=5))
     disabled = fake.add_workspace_webhook("https://precall.example/post-call", is_disabled=True)

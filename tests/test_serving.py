@@ -14,19 +14,28 @@ import time
 import pytest
 import requests
 
-from sandbox.processes import FunctionServer, free_port, tree_rss_bytes
+from sandbox.processes import free_port, tree_rss_bytes
 from sandbox.pubsub_emulator import create_topology
 from serving.memory import HeapTrimmer
 from tests.audio_fixtures import id3v2_tag
-from tests.conftest import in_parallel, json_body, signature_header, wait_until
+from tests.conftest import InBackground, in_parallel, json_body, signature_header, wait_until
 from voiceclone.pools import start_threads
 
 
 @pytest.fixture
-def server(service_env, fake):
-    process = FunctionServer("precall_webhook", dict(service_env, VOICE_CLONE_AUTO_DELETE="false")).start()
-    yield process
-    process.stop()
+def server(real_server):
+    return real_server(VOICE_CLONE_AUTO_DELETE="false")
+
+
+def settled_rss(pid: int) -> int:
+    """The process tree's resident memory once it has stopped shrinking (the heap trimmer has run)."""
+    readings = [tree_rss_bytes(pid)]
+
+    def steady() -> bool:
+        readings.append(tree_rss_bytes(pid))
+        return abs(readings[-1] - readings[-2]) < 2 * 2**20
+    assert wait_until(steady, timeout=20, interval=0.5), readings
+    return readings[-1]
 
 
 def signed_request(body: bytes, path: str = "/webhook") -> bytes:
@@ -87,39 +96,42 @@ def test_large_buffers_are_handed_back_once_the_instance_idles(server, audio_fil
         assert response.status_code == 200, response.text[:300]
 
     post(bodies.pop())
-    time.sleep(1.5)  # the first call's buffers are handed back too
-    idle = tree_rss_bytes(server.process.pid)
+    idle = settled_rss(server.process.pid)  # the first call's buffers are handed back too
     in_parallel(post, bodies)
-    # Six calls held about 6 x 27 MB; within a few seconds of idling the instance is back near its idle size.
-    assert wait_until(lambda: tree_rss_bytes(server.process.pid) - idle < 40 * 2**20, timeout=15)
+    # Six calls held about 6 x 27 MB; once the instance idles, it is back near its idle size.
+    assert wait_until(lambda: tree_rss_bytes(server.process.pid) - idle < 40 * 2**20, timeout=30)
 
 
-def test_a_large_burst_is_given_back_even_while_calls_keep_the_instance_busy(server, fake, audio_files):
+@pytest.mark.timeout(180)  # 17 calls of 11 MB, then the wait for the memory
+def test_a_large_burst_is_given_back_even_while_calls_keep_the_instance_busy(real_server, fake, audio_files):
+    server = real_server(VOICE_CLONE_AUTO_DELETE="false", REQUEST_DEADLINE_SECONDS="120")  # the held call outlives the test
     sample = id3v2_tag(8_000_000) + audio_files["mp3_cbr"].read_bytes()
     bodies = [json_body(sample, conversation_id=f"conv_busy{index:02d}") for index in range(17)]
     held = json_body(audio_files["mp3_cbr"].read_bytes(), conversation_id="conv_held01")
 
     def post(body: bytes) -> None:
-        response = requests.post(f"{server.url}/webhook", data=body, timeout=60, headers={
+        response = requests.post(f"{server.url}/webhook", data=body, timeout=120, headers={
             "Content-Type": "application/json", "ElevenLabs-Signature": signature_header(body)})
         assert response.status_code == 200, response.text[:300]
 
     post(bodies.pop())
-    time.sleep(1.5)
-    idle = tree_rss_bytes(server.process.pid)
+    idle = settled_rss(server.process.pid)
     adds_before = len(fake.requests_to("POST", "/v1/voices/add"))
-    fake.inject("POST", "/v1/voices/add", delay=10.0)  # the next clone takes 10 s: a call stays in flight
-    holder = threading.Thread(target=post, args=(held,))
-    holder.start()
-    assert wait_until(lambda: len(fake.requests_to("POST", "/v1/voices/add")) > adds_before, timeout=10)
-    in_parallel(post, bodies)
-    # 16 calls held up to 16 x 27 MB, far more than the heap keeps free for reuse (64 MiB): that is
-    # given back within seconds although the held call means the instance is never idle.
-    peak = tree_rss_bytes(server.process.pid) - idle
-    back = wait_until(lambda: tree_rss_bytes(server.process.pid) - idle < 100 * 2**20, timeout=6)
-    assert back, f"{peak >> 20} MiB over idle after the burst, {(tree_rss_bytes(server.process.pid) - idle) >> 20} MiB now"
-    assert holder.is_alive()  # still busy while the memory came back
-    holder.join()
+    release = threading.Event()
+    fake.inject("POST", "/v1/voices/add", until=release)  # the next clone waits for us: a call stays in flight
+    holder = InBackground(lambda: post(held))
+    try:
+        assert wait_until(lambda: len(fake.requests_to("POST", "/v1/voices/add")) > adds_before, timeout=30)
+        in_parallel(post, bodies)
+        # 16 calls held up to 16 x 27 MB, far more than the heap keeps free for reuse (64 MiB): that is
+        # given back although the held call means the instance is never idle.
+        peak = tree_rss_bytes(server.process.pid) - idle
+        back = wait_until(lambda: tree_rss_bytes(server.process.pid) - idle < 100 * 2**20, timeout=30)
+        assert back, f"{peak >> 20} MiB over idle after the burst, {(tree_rss_bytes(server.process.pid) - idle) >> 20} MiB now"
+        assert holder.is_alive()  # still busy while the memory came back
+    finally:
+        release.set()
+        holder.join()
 
 
 def established_connections(pid: int, remote_port: int) -> int:
@@ -144,26 +156,19 @@ def established_connections(pid: int, remote_port: int) -> int:
     return count
 
 
-def test_healthz_answers_once_the_worker_is_connected_to_pubsub(service_env, fake, pubsub_emulator):
+@pytest.mark.emulator
+def test_healthz_answers_once_the_worker_is_connected_to_pubsub(real_server, pubsub_emulator):
     topology = create_topology(pubsub_emulator.project, "ready-check", "http://127.0.0.1:9/")
-    server = FunctionServer("precall_webhook", dict(service_env, PUBSUB_EMULATOR_HOST=pubsub_emulator.host,
-                                                    GOOGLE_CLOUD_PROJECT=pubsub_emulator.project,
-                                                    VOICE_EVENTS_TOPIC=topology.topic)).start()  # returns at /healthz 200
-    try:
-        assert established_connections(server.process.pid, int(pubsub_emulator.host.rsplit(":", 1)[1])) >= 1
-    finally:
-        server.stop()
+    server = real_server(PUBSUB_EMULATOR_HOST=pubsub_emulator.host, GOOGLE_CLOUD_PROJECT=pubsub_emulator.project,
+                         VOICE_EVENTS_TOPIC=topology.topic)  # returns at /healthz 200
+    assert established_connections(server.process.pid, int(pubsub_emulator.host.rsplit(":", 1)[1])) >= 1
 
 
-def test_healthz_still_answers_when_pubsub_cannot_be_reached(service_env, fake):
-    server = FunctionServer("precall_webhook", dict(service_env, PUBSUB_EMULATOR_HOST=f"127.0.0.1:{free_port()}",
-                                                    GOOGLE_CLOUD_PROJECT="p",
-                                                    VOICE_EVENTS_TOPIC="projects/p/topics/t")).start()
-    try:
-        response = requests.get(f"{server.url}/healthz", timeout=10)
-        assert response.status_code == 200 and response.json()["events"] == "pubsub"
-    finally:
-        server.stop()
+def test_healthz_still_answers_when_pubsub_cannot_be_reached(real_server):
+    server = real_server(PUBSUB_EMULATOR_HOST=f"127.0.0.1:{free_port()}", GOOGLE_CLOUD_PROJECT="p",
+                         VOICE_EVENTS_TOPIC="projects/p/topics/t")
+    response = requests.get(f"{server.url}/healthz", timeout=10)
+    assert response.status_code == 200 and response.json()["events"] == "pubsub"
 
 
 def test_a_pool_holds_its_threads_before_the_first_burst():
@@ -183,26 +188,35 @@ def test_the_worker_starts_its_request_and_side_threads_right_after_start_up(ser
 
 
 class TestHeapTrimmer:
+    """Negative checks wait for the trimmer's own loop to have looked several times (it asks how much
+    lies free on each round), never for a fixed time."""
+
     @staticmethod
-    def trimmer(idle_seconds: float = 0.05, free: int = 0) -> tuple[HeapTrimmer, list[float]]:
+    def trimmer(idle_seconds: float = 0.05, free: int = 0) -> tuple[HeapTrimmer, list[float], list[float]]:
         trims: list[float] = []
-        return HeapTrimmer(lambda: trims.append(time.monotonic()), lambda: free, idle_seconds, keep_free_bytes=100), trims
+        checks: list[float] = []
+
+        def free_bytes() -> int:
+            checks.append(time.monotonic())
+            return free
+        return HeapTrimmer(lambda: trims.append(time.monotonic()), free_bytes, idle_seconds, keep_free_bytes=100), trims, checks
 
     def test_trims_once_after_requests_then_quiet(self):
-        trimmer, trims = self.trimmer()
+        trimmer, trims, checks = self.trimmer()
         for _ in range(3):
             trimmer.started()
             trimmer.finished()
         assert wait_until(lambda: trims, timeout=5, interval=0.01)
-        time.sleep(0.3)
+        rounds = len(checks)
+        assert wait_until(lambda: len(checks) >= rounds + 3, timeout=5, interval=0.01)
         assert len(trims) == 1
 
     def test_never_trims_while_a_request_is_in_flight(self):
-        trimmer, trims = self.trimmer()
+        trimmer, trims, checks = self.trimmer()
         trimmer.started()
         trimmer.started()
         trimmer.finished()
-        time.sleep(0.3)
+        assert wait_until(lambda: len(checks) >= 3, timeout=5, interval=0.01)
         assert trims == []
         finished_at = time.monotonic()
         trimmer.finished()
@@ -210,7 +224,7 @@ class TestHeapTrimmer:
         assert trims[0] - finished_at >= 0.05
 
     def test_trims_again_after_the_next_idle_spell(self):
-        trimmer, trims = self.trimmer()
+        trimmer, trims, _ = self.trimmer()
         trimmer.started()
         trimmer.finished()
         assert wait_until(lambda: len(trims) == 1, timeout=5, interval=0.01)
@@ -219,18 +233,18 @@ class TestHeapTrimmer:
         assert wait_until(lambda: len(trims) == 2, timeout=5, interval=0.01)
 
     def test_trims_while_busy_once_too_much_lies_free(self):
-        trimmer, trims = self.trimmer(free=101)
+        trimmer, trims, _ = self.trimmer(free=101)
         trimmer.started()  # never finishes: the instance is never idle
         assert wait_until(lambda: len(trims) >= 2, timeout=5, interval=0.01)
 
     def test_keeps_free_memory_within_the_bound_while_busy(self):
-        trimmer, trims = self.trimmer(free=100)
+        trimmer, trims, checks = self.trimmer(free=100)
         trimmer.started()
-        time.sleep(0.3)
+        assert wait_until(lambda: len(checks) >= 3, timeout=5, interval=0.01)
         assert trims == []
 
     def test_the_wsgi_wrapper_counts_a_request_that_raises(self):
-        trimmer, trims = self.trimmer()
+        trimmer, trims, _ = self.trimmer()
 
         def failing_app(environ, start_response):
             raise RuntimeError("boom")

@@ -9,8 +9,9 @@ import pytest
 from elevenlabs.errors import BadRequestError
 from elevenlabs.webhooks_custom import WebhooksClient
 
+from precall.postcall import CALL_END_EVENT_TYPES
 from precall.signature import compute_signature, sign, verify
-from tests.conftest import SECRET, json_body, post_signed, signature_header
+from tests.conftest import AGENT_ID, SECRET, json_body, post_call_body, post_signed, signature_header
 from voiceclone.errors import InvalidSignature, SignatureExpired
 
 BODY = json.dumps({"conversation_id": "conv_1", "voice_sample": {"data": "QUJD"}}).encode()
@@ -65,12 +66,24 @@ def test_beyond_the_sdk_spaces_after_commas_are_accepted_and_the_future_is_bound
     assert sdk_accepts(BODY, future) and not service_accepts(BODY, future)  # docs/api.md: at most 300 s ahead
 
 
+def signed_json_requests(sample: bytes) -> list[tuple[str, bytes]]:
+    """One of each JSON request the service takes with ElevenLabs' signature: the pre-call sample,
+    each post-call event type (and one it ignores), the conversation-initiation webhook."""
+    return [("/webhook", json_body(sample, conversation_id="conv_sdk")),
+            *(("/post-call", post_call_body("conv_sdk", kind)) for kind in CALL_END_EVENT_TYPES),
+            ("/post-call", json.dumps({"type": "something_new", "data": {}}).encode()),
+            ("/conversation-init", json.dumps({"caller_id": "+31612345678", "agent_id": AGENT_ID,
+                                               "called_number": "+31201234567", "call_sid": "CAsdk01"}).encode())]
+
+
 def test_every_json_request_the_service_accepts_passes_the_sdk(client, fake, audio_files):
-    body = json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="conv_sdk")
-    header = signature_header(body)
-    response = post_signed(client, "/webhook", body, header=header)
-    assert response.status_code == 200
-    assert sdk_accepts(body, header)
+    for path, body in signed_json_requests(audio_files["wav_pcm16"].read_bytes()):
+        header = signature_header(body)
+        response = post_signed(client, path, body, header=header)
+        assert response.status_code == 200, (path, response.get_json())
+        assert sdk_accepts(body, header), path
+        wrong = signature_header(body, secret="not-the-secret")
+        assert post_signed(client, path, body, header=wrong).status_code == 401 and not sdk_accepts(body, wrong), path
 
 
 def test_rotation_any_configured_secret_and_any_v0_entry_match():

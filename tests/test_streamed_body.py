@@ -17,9 +17,9 @@ import pytest
 from precall.json_skeleton import JsonSkeleton
 from precall.signature import StreamingVerifier, compute_signature, sign, verify
 from precall.streamed_body import read_signed_json
+from tests.conftest import SECRET
 from voiceclone.errors import InvalidSignature, SignatureExpired
 
-SECRET = "whsec_test_secret"
 NOW = 1_800_000_000
 TOLERANCE = 1800
 BODY = json.dumps(
