@@ -188,7 +188,7 @@ def test_an_event_in_hand_when_its_process_is_killed_is_delivered_by_the_restart
     second = FunctionServer("precall_webhook", env).start()
     try:
         assert wait_until(lambda: voice_id not in fake.voices, timeout=30), second.logs()
-        assert '"voice_event_lease_released"' in second.logs()
+        assert wait_until(lambda: '"voice_event_lease_released"' in second.logs(), timeout=10)
     finally:
         second.stop()
 
