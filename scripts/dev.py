@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from sandbox.elevenlabs_server import FakeElevenLabs  # noqa: E402
 from sandbox.event_lines import describe  # noqa: E402
-from sandbox.processes import FunctionServer, StartupError, failure_line, free_port, port_is_free  # noqa: E402
+from sandbox.processes import FunctionServer, StartupError, failure_line, free_port, port_is_free, tree_pids  # noqa: E402
 from sandbox.pubsub_emulator import PubSubEmulator, create_topology, emulator_available  # noqa: E402
 from voiceclone import dev_stack  # noqa: E402
 from sandbox.twilio_server import Caller, FakeTwilio  # noqa: E402
@@ -174,27 +174,10 @@ def adopt_orphans() -> None:
         pass
 
 
-def descendants(pid: int) -> list[int]:
-    """Every live process below `pid`, from /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    found, pending = [], list(children.get(pid, []))
-    while pending:
-        current = pending.pop()
-        found.append(current)
-        pending.extend(children.get(current, []))
-    return found
-
-
 def kill_descendants() -> None:
     """The last word of every stop, run whatever happened before it: SIGKILL to whatever this process
     started that is still there (the orderly stops come first and normally leave nothing), then reap."""
-    killed = descendants(os.getpid())
+    killed = tree_pids(os.getpid())[1:]  # every live process below this one
     for pid in killed:
         try:
             os.kill(pid, signal.SIGKILL)
