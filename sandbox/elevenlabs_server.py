@@ -627,10 +627,7 @@ class FakeElevenLabs:
         override = data.get("conversation_config_override") or {}
         with self.lock:
             agent_id = body["agent_id"]
-            if agent_id not in self.agents and self.auto_create_agents:
-                self.add_agent(agent_id, allow_first_message=True, allow_voice=True, init_webhook=True,
-                               audio_format=TWILIO_AUDIO_FORMAT)
-            agent = self.agents.get(agent_id)
+            agent = self._known_agent(agent_id)
             if agent is None:
                 return 404, self.error("agent_not_found", f"Agent {agent_id} not found")
             config = agent["conversation_config"]
@@ -714,14 +711,18 @@ class FakeElevenLabs:
                 return 200, {"status": "ok"}
             return 200, self._served(voice)
 
+    def _known_agent(self, agent_id: str) -> dict[str, Any] | None:
+        """The agent, or None; with `auto_create_agents` an unknown one is made first. The sandbox's agents
+        allow what every mode of the service needs (greeting and voice overrides, the conversation-initiation
+        webhook, µ-law for Twilio), so `make run` works in every mode. Called with `self.lock` held."""
+        if agent_id not in self.agents and self.auto_create_agents:
+            self.add_agent(agent_id, allow_first_message=True, allow_voice=True, init_webhook=True,
+                           audio_format=TWILIO_AUDIO_FORMAT)
+        return self.agents.get(agent_id)
+
     def _agent(self, method: str, agent_id: str, body: Any) -> tuple[int, Any]:
         with self.lock:
-            if agent_id not in self.agents and self.auto_create_agents:
-                # The sandbox's agents allow what every mode of the service needs (greeting and voice
-                # overrides, the conversation-initiation webhook), so `make run` works in override mode too.
-                self.add_agent(agent_id, allow_first_message=True, allow_voice=True, init_webhook=True,
-                               audio_format=TWILIO_AUDIO_FORMAT)
-            agent = self.agents.get(agent_id)
+            agent = self._known_agent(agent_id)
             if agent is None:
                 return 404, self.error("agent_not_found", f"Agent {agent_id} not found")
             if method == "GET":
