@@ -396,6 +396,17 @@ def run_container_command(image_like_dir, extra_env: dict[str, str]) -> tuple[su
     return process, f"http://127.0.0.1:{port}"
 
 
+def stop(process: subprocess.Popen) -> None:
+    """Stop the container command as Cloud Run does: SIGTERM, then SIGKILL after its 10 s grace (a
+    fresh-clone CI run saw a graceful stop take longer; the test is about serving, not stopping)."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 @pytest.mark.timeout(900)  # its setup pip-installs requirements.txt into a new venv
 def test_container_command_serves_the_webhook_from_a_clean_venv(image_like_dir, fake, audio_files):
     assert dockerfile()[2] == ["functions-framework"]
@@ -412,8 +423,7 @@ def test_container_command_serves_the_webhook_from_a_clean_venv(image_like_dir, 
         assert response.status_code == 200, response.text
         assert response.json()["voice_id"] in fake.voices  # the whole call path works with only requirements.txt
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop(process)
 
 
 @pytest.mark.timeout(900)  # may be the first to build the image-like venv
@@ -431,5 +441,4 @@ def test_container_command_runs_cleanup_as_a_cloudevent_target(image_like_dir, f
         assert response.status_code == 200
         assert wait_until(lambda: voice_id not in fake.voices, timeout=10)
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop(process)
