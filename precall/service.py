@@ -90,8 +90,8 @@ class PrecallService:
         # gunicorn forks its worker (`warm_up` starts them after); sized for hundreds of concurrent calls that mostly wait on I/O.
         self._pool = ThreadPoolExecutor(max_workers=512, thread_name_prefix="precall-side")
         if settings.measures_quality:
-            # Loaded here, before gunicorn forks its worker (the model starts no threads: one per session
-            # and call), so neither the first sample nor `/healthz` waits on importing onnxruntime.
+            # Read here, before gunicorn forks its worker (the weights are plain arrays, shared after the
+            # fork), so the first sample does not wait for them.
             vad.speech_detector.load()
 
     def warm_up(self) -> None:
