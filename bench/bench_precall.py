@@ -11,7 +11,8 @@ calls made directly (this repository's ElevenLabs client, no service in between)
    with `SAMPLE_QUALITY_GATE=enforce` (the default) and `off`;
 2. one call with realistic latency (search 200 ms, add 1500 ms, PATCH 300 ms): service over
    direct add + PATCH (`patch` mode), and over the direct add alone (`override` mode);
-3. 32 and 128 concurrent calls with 2 s on every ElevenLabs request, over one such call;
+3. 32 and 128 concurrent calls with 2 s on every ElevenLabs request, over one such call, with the
+   quality gate on and off;
 4. memory: peak per in-flight 10 MB sample, and what a burst leaves behind, on the whole process tree;
 5. cold start with Pub/Sub configured (emulator): the first call after start-up over a warm one.
 
@@ -245,18 +246,21 @@ def realistic_latency(fake: FakeElevenLabs, logs: Path, sample: bytes, rounds: i
 def concurrency(fake: FakeElevenLabs, logs: Path, sample: bytes, counts: list[int]) -> None:
     print("\n== 3. concurrent calls on one instance started plainly (2 s on every ElevenLabs request) ==")
     fake.endpoint_latency, fake.latency = {}, 2.0
-    service = Service(fake, logs)
     try:
-        warm, single = signed_bodies(sample, 2)
-        service.call(warm)
-        one = timed(lambda: service.call(single))
-        print(f"one call {one:.2f} s")
-        for count in counts:
-            bodies = signed_bodies(sample, count)
-            wall = concurrently(lambda session, index, bodies=bodies: service.call(bodies[index], session), count)
-            print(f"{count:4} concurrent {wall:.2f} s   ratio {wall / one:.2f}x")
+        for gate in ("enforce", "off"):
+            service = Service(fake, logs, SAMPLE_QUALITY_GATE=gate)
+            try:
+                warm, single = signed_bodies(sample, 2)
+                service.call(warm)
+                one = timed(lambda: service.call(single))  # noqa: B023
+                print(f"SAMPLE_QUALITY_GATE={gate}: one call {one:.2f} s")
+                for count in counts:
+                    bodies = signed_bodies(sample, count)
+                    wall = concurrently(lambda session, index, bodies=bodies: service.call(bodies[index], session), count)  # noqa: B023
+                    print(f"{count:4} concurrent {wall:.2f} s   ratio {wall / one:.2f}x")
+            finally:
+                service.stop()
     finally:
-        service.stop()
         fake.latency = 0.0
 
 
@@ -344,7 +348,8 @@ def cold_start(fake: FakeElevenLabs, logs: Path, sample: bytes, rounds: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and calls")
-    parser.add_argument("--only", choices=("gate",), help="run only the quality gate's rows (0 and 1)")
+    parser.add_argument("--only", choices=("gate", "concurrency", "cold-start"),
+                        help="run only the quality gate's rows (0 and 1), the concurrent calls (3) or the cold start (5)")
     args = parser.parse_args()
     rounds = 5 if args.quick else 15
     workdir = Path(tempfile.mkdtemp(prefix="precall-bench-"))
@@ -353,14 +358,17 @@ def main() -> None:
     samples = {"1 MB": make_sample(workdir, 1_000_000), "10 MB": make_sample(workdir, 10_000_000)}
     fake = FakeElevenLabs(api_key=API_KEY, voice_limit=1_000_000, auto_create_agents=True, record_file_bytes=False).start()
     try:
-        gate_cost(workdir, rounds * 2)
-        added_time(fake, logs, samples, rounds * 2)
-        if args.only == "gate":
-            return
-        realistic_latency(fake, logs, samples["1 MB"], 3 if args.quick else 7)
-        concurrency(fake, logs, samples["1 MB"], [32] if args.quick else [32, 128])
-        memory(fake, logs, samples["10 MB"], 4 if args.quick else 8)
-        cold_start(fake, logs, samples["1 MB"], 3 if args.quick else 5)
+        if args.only in (None, "gate"):
+            gate_cost(workdir, rounds * 2)
+            added_time(fake, logs, samples, rounds * 2)
+        if args.only is None:
+            realistic_latency(fake, logs, samples["1 MB"], 3 if args.quick else 7)
+        if args.only in (None, "concurrency"):
+            concurrency(fake, logs, samples["1 MB"], [32] if args.quick else [32, 128])
+        if args.only is None:
+            memory(fake, logs, samples["10 MB"], 4 if args.quick else 8)
+        if args.only in (None, "cold-start"):
+            cold_start(fake, logs, samples["1 MB"], 3 if args.quick else 5)
     finally:
         fake.stop()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -53,6 +53,15 @@ class _Cloned:
     name: str
     reused: bool
     event: dict[str, Any] | None  # voice.created to publish for the clone this call answers with
+    twin_check: _TwinCheck | None = None  # for a clone just made: the look-up after its add
+
+
+@dataclass(frozen=True)
+class _TwinCheck:
+    """A clone just made, and the listing of its conversation's clones started after its add."""
+
+    made: Clone
+    listing: Future[list[Clone]]
 
 
 @dataclass(frozen=True)
@@ -160,19 +169,37 @@ class PrecallService:
         timings: dict[str, int] = {}
         lookup = self._pool.submit(self._timed, timings, "lookup_ms", self._existing_clones, request.conversation_id, deadline)
         clone = self._clone(request, sample, fmt, deadline, lookup, timings)
-        self.prepared.remember(PreparedClone(clone.voice_id, clone.name, request.conversation_id, request.caller.name,
-                                             self.caller_ref(request.caller_id), self._now()))
+        self._remember(request, clone)
         first_message = greeting(self._settings.first_message_template, self._settings.first_message_default, request.caller.name)
         published = None
         if clone.event is not None:
             published = self._pool.submit(self._timed, timings, "publish_ms", self._sink.publish, clone.event)
             publish_started = time.monotonic()
-        agent_updated = patch_agent and self._settings.patches_agent and self._timed(
+        patching = patch_agent and self._settings.patches_agent
+        agent_updated = patching and self._timed(
             timings, "agent_update_ms", self._update_agent, request, clone.voice_id, first_message, deadline)
+        check = clone.twin_check
+        if check is not None and patching:
+            # The twin look-up ran beside the PATCH; only a call that lost the race PATCHes again.
+            settled = self._settled(request, clone, check, deadline, timings)
+            if settled is not clone:
+                self._remember(request, settled)
+                agent_updated = self._update_agent(request, settled.voice_id, first_message, deadline)
+                if settled.event is not None:
+                    self._pool.submit(self._sink.publish, settled.event)
+                clone = settled
+        elif check is not None:
+            self._log_success(request, clone, timings)
+            self._pool.submit(self._settle_behind, request, clone, check, deadline)
         if published is not None and clone.event is not None:
             self._await_publish(published, clone.event, publish_started)
         return CloneOutcome(request.conversation_id, request.agent_id, clone.voice_id, clone.name, agent_updated,
                             first_message, request.caller, clone.reused, timings, report)
+
+    def _remember(self, request: PrecallRequest, clone: _Cloned) -> None:
+        """What `/conversation-init` and `/twilio/connect` on this instance answer for the call."""
+        self.prepared.remember(PreparedClone(clone.voice_id, clone.name, request.conversation_id, request.caller.name,
+                                             self.caller_ref(request.caller_id), self._now()))
 
     def publish(self, event: dict[str, Any]) -> bool | None:
         """Publish for an answer that must not wait long: True/False once done, None if it is still
@@ -230,34 +257,66 @@ class PrecallService:
                 "ElevenLabs could not clone the voice: the sample matches a protected voice and the clone requires "
                 "verification before use, so it cannot be used for this call (the clone was discarded)")
         earlier = [c for c in self._wait_for(lookup, deadline) if c.voice_id != voice_id]
-        mine = Clone(voice_id, name, conversation_id, request.agent_id, created_at.replace(microsecond=0))
-        keep = min(earlier, key=_age_order) if earlier else self._older_twin(mine, deadline, timings)
-        if keep is not None:
-            self._discard(request, voice_id, name, created_at, deadline, "duplicate", keep.voice_id)
-            log_event(_log, logging.INFO, "Reusing the clone of a redelivered webhook", "voice_clone_reused",
-                      conversation_id=conversation_id, voice_id=keep.voice_id)
-            # Its maker may have died before publishing (seen in the soak: a retry after a crash reused the
-            # clone, and without a post-call webhook it waited for the TTL). One more event is harmless.
-            return _Cloned(keep.voice_id, keep.name, reused=True, event=events.voice_created(
-                keep.voice_id, keep.name, conversation_id, request.agent_id, keep.created_at or created_at))
-        log_event(_log, logging.INFO, "Voice cloned successfully", "voice_clone_success",
-                  conversation_id=conversation_id, voice_id=voice_id, clone_ms=timings["clone_ms"])
-        return _Cloned(voice_id, name, reused=False,
+        made = Clone(voice_id, name, conversation_id, request.agent_id, created_at.replace(microsecond=0))
+        if earlier:
+            return self._yield_to(min(earlier, key=_age_order), request, made, deadline)
+        # Look again after the add (see `_settled`), beside what the call does next.
+        listing = self._pool.submit(self._timed, timings, "recheck_ms", self._existing_clones, conversation_id, deadline)
+        return _Cloned(voice_id, name, reused=False, twin_check=_TwinCheck(made, listing),
                        event=events.voice_created(voice_id, name, conversation_id, request.agent_id, created_at))
 
-    def _older_twin(self, mine: Clone, deadline: Deadline, timings: dict[str, int]) -> Clone | None:
-        """Look again after the add: the same webhook sent to two instances at once (or a sender's retry
-        a moment later) makes a clone on each, and neither saw the other's before its own add. Of the
-        clones then listed, the oldest (created time, then voice id: both instances order them alike)
-        is kept and answered by both; None if that is ours. A look-up that fails or hangs keeps ours
-        (the other clone then waits for the call's end). Left open: with the labels dropped (ages in whole
-        seconds), two clones made within one second, one listed too late for the other's look: both kept
-        (the same caller's voice; the second is deleted with the call)."""
-        again = self._pool.submit(self._timed, timings, "recheck_ms", self._existing_clones, mine.conversation_id, deadline)
-        found = {c.voice_id: c for c in self._wait_for(again, deadline)}
-        found.setdefault(mine.voice_id, mine)  # a listing may not show a voice made a moment ago
+    def _yield_to(self, keep: Clone, request: PrecallRequest, made: Clone, deadline: Deadline) -> _Cloned:
+        """Answer with an earlier clone of the conversation; the one just made is deleted at once."""
+        created_at = made.created_at or self._now()
+        self._discard(request, made.voice_id, made.name, created_at, deadline, "duplicate", keep.voice_id)
+        log_event(_log, logging.INFO, "Reusing the clone of a redelivered webhook", "voice_clone_reused",
+                  conversation_id=request.conversation_id, voice_id=keep.voice_id)
+        # Its maker may have died before publishing (seen in the soak: a retry after a crash reused the
+        # clone, and without a post-call webhook it waited for the TTL). One more event is harmless.
+        return _Cloned(keep.voice_id, keep.name, reused=True, event=events.voice_created(
+            keep.voice_id, keep.name, request.conversation_id, request.agent_id, keep.created_at or created_at))
+
+    def _log_success(self, request: PrecallRequest, clone: _Cloned, timings: dict[str, int]) -> None:
+        log_event(_log, logging.INFO, "Voice cloned successfully", "voice_clone_success",
+                  conversation_id=request.conversation_id, voice_id=clone.voice_id, clone_ms=timings["clone_ms"])
+
+    def _older_twin(self, check: _TwinCheck, deadline: Deadline) -> Clone | None:
+        """The same webhook sent to two instances at once (or a sender's retry a moment later) makes a
+        clone on each, and neither saw the other's before its own add: the look-up after the add
+        (`twin_check`) lists both. The oldest (created time, then voice id: both instances order them
+        alike) is kept; None if that is ours. A look-up that fails or hangs keeps ours (the other clone
+        then waits for the call's end). Left open: with the labels dropped (ages in whole seconds), two
+        clones made within one second, one listed too late for the other's look: both kept (the same
+        caller's voice; the second is deleted with the call)."""
+        found = {c.voice_id: c for c in self._wait_for(check.listing, deadline)}
+        found.setdefault(check.made.voice_id, check.made)  # a listing may not show a voice made a moment ago
         oldest = min(found.values(), key=_age_order)
-        return None if oldest.voice_id == mine.voice_id else oldest
+        return None if oldest.voice_id == check.made.voice_id else oldest
+
+    def _settled(self, request: PrecallRequest, clone: _Cloned, check: _TwinCheck, deadline: Deadline,
+                 timings: dict[str, int]) -> _Cloned:
+        """`patch` mode: the clone the agent and the answer name, once the twin look-up is in. The look-up
+        ran beside the PATCH (listing voices is quicker than a PATCH), so a call that won the race waits
+        for nothing more; one that lost deletes its clone at once and answers with the older."""
+        twin = self._older_twin(check, deadline)
+        if twin is None:
+            self._log_success(request, clone, timings)
+            return clone
+        return self._yield_to(twin, request, check.made, deadline)
+
+    def _settle_behind(self, request: PrecallRequest, clone: _Cloned, check: _TwinCheck, deadline: Deadline) -> None:
+        """Without a PATCH (`override` mode, the telephony front) the answer does not wait for the twin
+        look-up: it costs a listing's round trip, about a tenth of the caller's wait. Once it is in, a call
+        that lost the race points this instance's prepared clone at the older twin. Its own clone is not
+        deleted at once (the answer named it, and `/twilio/connect` may already have handed it to the
+        call): it is deleted with the call, as every clone is."""
+        twin = self._older_twin(check, deadline)
+        if twin is None:
+            return
+        self._remember(request, _Cloned(twin.voice_id, twin.name, reused=True, event=None))
+        log_event(_log, logging.WARNING, "A second clone of this conversation was made; it is deleted with the call",
+                  "voice_clone_duplicate", conversation_id=request.conversation_id, voice_id=clone.voice_id,
+                  kept_voice_id=twin.voice_id, deleted=False)
 
     @staticmethod
     def _wait_for(lookup: Future[list[Clone]], deadline: Deadline) -> list[Clone]:

@@ -152,6 +152,42 @@ def test_one_webhook_at_two_instances_leaves_one_clone_named_by_both_answers_and
     assert fake.agents[AGENT_ID]["conversation_config"]["tts"]["voice_id"] == left[0]
 
 
+def test_without_a_patch_the_twin_look_up_does_not_hold_the_answer_and_the_losing_instance_points_at_the_older(
+        make_client, fake, audio_files):
+    """`override` mode: the answer comes once the clone is made (the listing after the add is not waited
+    for); a moment later the instance whose clone is newer answers `/conversation-init` with the
+    older one. Its own clone is not deleted at once (it was answered), only with the call."""
+    fake.endpoint_latency = {("POST", "/v1/voices/add"): 1.0, ("GET", "/v2/voices"): 0.8}
+    env = {"AGENT_UPDATE_MODE": "override", "INIT_WEBHOOK_SECRET": "init-secret", "ELEVENLABS_AGENT_ID": AGENT_ID}
+    fake.agents[AGENT_ID]["platform_settings"] = {"overrides": {
+        "enable_conversation_initiation_client_data_from_webhook": True,
+        "conversation_config_override": {"agent": {"first_message": True}, "tts": {"voice_id": True}}}}
+    document = json.loads(json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="x"))
+    del document["conversation_id"]
+    document["call_sid"] = "CAtwins0000000000000000000000000"
+    body = json.dumps(document).encode()
+    instances = [make_client(**env), make_client(**env)]
+    answers: dict[int, dict] = {}
+
+    def call(index: int) -> None:
+        answers[index] = post_signed(instances[index], "/webhook", body).get_json()
+
+    in_parallel(call, range(2))
+    # Each answered with its own clone: neither waited for the listing after its add.
+    made = sorted({answer["voice_id"] for answer in answers.values()})
+    assert len(made) == 2 and len(fake.requests_to("POST", "/v1/voices/add")) == 2 and all(v in fake.voices for v in made)
+    older = min(made, key=lambda voice_id: (fake.voices[voice_id]["created_at_unix"], voice_id))
+
+    def init_voice(instance) -> str:
+        answer = instance.post("/conversation-init", headers={"Content-Type": "application/json", "X-Precall-Secret": "init-secret"},
+                               data=json.dumps({"caller_id": "+31612345678", "agent_id": AGENT_ID, "called_number": "+31201234567",
+                                                "call_sid": document["call_sid"]}).encode()).get_json()
+        return answer["conversation_config_override"]["tts"]["voice_id"]
+
+    assert wait_until(lambda: all(init_voice(instance) == older for instance in instances), timeout=10)
+    assert all(voice_id in fake.voices for voice_id in made)  # neither deleted before the call ends
+
+
 def test_a_reused_clone_whose_maker_died_before_publishing_is_still_deleted_after_the_call(client, fake, audio_files):
     """Found by the soak: an instance killed right after its clone was made never published voice.created;
     the sender's retry reused that clone, and with no post-call webhook it waited for the TTL."""
