@@ -372,7 +372,9 @@ class Soak:
                     late.append(f"call {call.index} /conversation-init {seconds:.1f} s")
         failures += wrong + late
         logs = "".join(stack.logs() for stack in self.stacks.values())
-        log_made, log_deleted = _log_counts(logs)
+        log_made, log_deleted, made_twice = _log_counts(logs)
+        if made_twice:
+            failures.append(f"voices logged as made more than once: {made_twice[:5]}")
         if log_made > len(made) or log_deleted > len(deleted):
             failures.append(f"log lines claim more than happened: made {log_made}/{len(made)}, deleted {log_deleted}/{len(deleted)}")
         to_delete = _time_to_delete(calls, made, deleted)
@@ -447,13 +449,12 @@ FLOWS: dict[str, Callable[[Soak, Call], None]] = {"one_step": one_step, "two_ste
 FLOW_WEIGHTS = {"one_step": 0.6, "two_step": 0.4}
 
 
-def _log_counts(logs: str) -> tuple[int, int]:
-    """Clones made and deleted as the services' log lines say (what the log-based metrics count), each
-    voice once. Known and left open: a sender's retry after the first instance was killed between its
-    add and its answer can log `voice_clone_success` a second time for the same voice (the add's
-    idempotency probe finds the earlier clone and the retry takes it as its own); counting voices, not
-    lines, keeps the check about clones (seen once with seed 7 in a CI run)."""
-    made: set[str] = set()
+def _log_counts(logs: str) -> tuple[int, int, list[str]]:
+    """Clones made and deleted as the services' log lines say, counted as the log-based metrics count them
+    (lines, not voices), and the voices whose making was logged more than once (a voice is made once: by
+    `voice_clone_success`, or `voice_clone_duplicate` for one discarded at once; a call that answers with
+    another request's clone logs `voice_clone_reused`, which is not a clone made)."""
+    made: Counter[str] = Counter()
     deleted: set[str] = set()
     for line in logs.splitlines():
         if not line.startswith("{"):
@@ -464,12 +465,12 @@ def _log_counts(logs: str) -> tuple[int, int]:
             continue
         kind, voice_id = entry.get("event_type"), str(entry.get("voice_id"))
         if kind in ("voice_clone_success", "voice_clone_duplicate"):
-            made.add(voice_id)
+            made[voice_id] += 1
             if kind == "voice_clone_duplicate" and entry.get("deleted"):
                 deleted.add(voice_id)
         elif kind == "voice_deleted" and entry.get("existed"):
             deleted.add(voice_id)
-    return len(made), len(deleted)
+    return sum(made.values()), len(deleted), sorted(v for v, n in made.items() if n > 1)
 
 
 def _time_to_delete(calls: list[Call], made: dict[str, dict[str, Any]], deleted: dict[str, float]) -> dict[str, Any]:
