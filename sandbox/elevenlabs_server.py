@@ -88,6 +88,9 @@ ENDPOINT_PERMISSIONS = (
 # What `chaos` may do to a request: an ElevenLabs 429 (with Retry-After) or 5xx, a stall (a slow answer the
 # caller may give up on), a connection reset, and on `POST /v1/voices/add` a full account.
 CHAOS_KINDS = ("429", "500", "503", "stall", "reset", "voice_limit_reached")
+# Not what the service calls, so never failed by `chaos`: Twilio's media stream (this server's stand-in for
+# the WebSocket between Twilio and ElevenLabs) and the sandbox's own routes.
+NOT_THE_API = ("/v1/convai/conversation/twilio", "/_sandbox/")
 # register-call: "configure your agent to use the correct audio format supported by Twilio" - µ-law 8000 Hz for
 # the agent's output (Voice section) and the user's input (Advanced section); elevenlabs.io/docs/agents-platform/
 # phone-numbers/twilio-integration/register-call. What the real API answers otherwise is not documented: this
@@ -469,6 +472,8 @@ class FakeElevenLabs:
 
     def _chaos_fault(self, method: str, path: str) -> Fault | None:
         """A random fault for this request, or None (see `chaos`)."""
+        if path.startswith(NOT_THE_API):
+            return None
         with self.lock:
             if self.chaos_rate <= 0 or self._chaos_random.random() >= self.chaos_rate:
                 return None
