@@ -249,7 +249,8 @@ class PrecallService:
             # Not `voice_clone_success`: that line is its maker's, so the log-based "clones made" counts each clone once.
             log_event(_log, logging.INFO, "Reusing an earlier clone of this conversation", "voice_clone_reused",
                       conversation_id=conversation_id, voice_id=keep.voice_id, clone_ms=timings["clone_ms"],
-                      found_by="add_probe" if keep is added.taken_over else "lookup")
+                      found_by="add_probe" if added.taken_over is not None and keep.voice_id == added.taken_over.voice_id
+                      else "lookup")
             # Its maker may have died before publishing (seen in the soak: a retry after a crash reused the
             # clone, and without a post-call webhook it waited for the TTL). One more event is harmless.
             return _Cloned(keep.voice_id, keep.name, reused=True, event=events.voice_created(
