@@ -7,20 +7,25 @@ that no clone is left behind.
 Pub/Sub emulator (push subscription as deploy/setup.sh makes it) and the local SQLite queue (both
 processes consuming one file). The local ElevenLabs plays the account, failing about `--fault-rate` of
 all requests at random (429, 5xx, stalls, connection resets, `voice_limit_reached`). Calls come in
-overlapping waves: one-step (`/webhook` with the conversation id) and two-step (`/webhook` with a call
-sid, then `/conversation-init`), duplicates, post-call webhooks sent, sent twice or never, calls still
-live when cleanup first looks. Mid-run each service is killed with SIGKILL and restarted on its port,
+overlapping waves: one-step (`/webhook` with the conversation id), two-step (`/webhook` with a call
+sid, then `/conversation-init`) and telephony (the local Twilio places a phone call to the Twilio number:
+consent, recording, the recording callback, the clone, the call update or the hold's redirect, register-call,
+the status callback; Twilio failing some media fetches, Calls fetches and call updates), duplicates,
+post-call webhooks sent, sent twice or never, calls still live when cleanup first looks. Mid-run each service is killed with SIGKILL and restarted on its port,
 and Pub/Sub stalls for a moment. After the last call the account's clock moves past the TTL and a sweep
 runs on both paths. Then it checks:
 
 - no clone of the service is left, and no voice the service did not make was ever deleted;
 - every answer came within its budget or is the documented fallback;
-- no caller was given another caller's clone (`/webhook` and `/conversation-init`);
+- no caller was given another caller's clone (`/webhook`, `/conversation-init`, and each register-call: the
+  call's own clone or no voice override, the agent's own voice);
+- every phone call was connected (with its clone or the agent's own voice) or heard the apology, within
+  its budget; a call cut off because its service was being killed is counted apart;
 - clones made = clones deleted as the stand-in saw them, and the service's log lines never claim more.
 
 It prints the figures and exits 1 if a check failed. The plan (calls, kinds, timings, kills, faults) comes
 from `--seed`; thread timing still varies between runs, so a failure replays its plan, not its exact
-interleaving. A call flow is one function in `FLOWS`: a telephony flow (Twilio) adds one more.
+interleaving. A call flow is one function in `FLOWS`, with its share in `FLOW_WEIGHTS`.
 """
 
 from __future__ import annotations
@@ -50,9 +55,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from precall.signature import sign  # noqa: E402
-from sandbox.elevenlabs_server import FakeElevenLabs  # noqa: E402
+from sandbox.elevenlabs_server import PREMADE_VOICES, TWILIO_AUDIO_FORMAT, FakeElevenLabs  # noqa: E402
 from sandbox.processes import FunctionServer, free_port  # noqa: E402
 from sandbox.pubsub_emulator import PubSubEmulator, create_topology, emulator_available  # noqa: E402
+from sandbox.twilio_server import Caller, FakeTwilio, SimulatedCall  # noqa: E402
+from telephony.twiml import APOLOGY  # noqa: E402
 from voiceclone import events  # noqa: E402
 from voiceclone.clones import Clone  # noqa: E402
 from voiceclone.local_queue import open_store  # noqa: E402
@@ -66,6 +73,15 @@ REQUEST_DEADLINE_SECONDS = 20
 WEBHOOK_BUDGET = REQUEST_DEADLINE_SECONDS + 2.0  # the deadline plus the answer's own way back
 INIT_BUDGET = 3.0  # "about a second", on a shared 2-core machine
 FALLBACK_CODES = {"VOICE_CLONING_FAILED", "UPSTREAM_TIMEOUT"}  # ElevenLabs refused, or the deadline ran out
+# The Twilio number's agent: register-call needs its µ-law audio, and no one-step call PATCHes it, so its own
+# voice is what a phone caller without a clone hears.
+PHONE_AGENT_ID = "agent_soak_phone"
+PHONE_AGENT_VOICE = PREMADE_VOICES[0][0]
+PUBLIC_BASE_URL = "https://precall-soak.example"  # what Twilio calls (and signs); routed to each path's service
+HOLD_SECONDS = 8
+# End of the recording to the agent (or the apology): the hold, then `/twilio/connect`'s look-up (0.8 s) and
+# register-call (8 s at most), and a second for the machine.
+PHONE_WAIT_BUDGET = HOLD_SECONDS + 0.8 + 8.0 + 1.0
 
 
 @dataclass
@@ -97,6 +113,8 @@ class Call:
     ended_at: float | None = None
     answers: list[tuple[int, float, dict[str, Any]]] = field(default_factory=list)
     init_answers: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    phone: SimulatedCall | None = None  # the telephony flow's call, as the local Twilio ran it
+    phone_span: tuple[float, float] = (0.0, 0.0)  # when it rang and when it ended (time.monotonic)
     retried_while_down: int = 0
     problems: list[str] = field(default_factory=list)
 
@@ -169,14 +187,19 @@ class Soak:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.fake = FakeElevenLabs(api_key=API_KEY, voice_limit=100_000, record_file_bytes=False).start()
         self.fake.add_agent(AGENT_ID, allow_first_message=True, allow_voice=True, init_webhook=True)
+        self.fake.add_agent(PHONE_AGENT_ID, PHONE_AGENT_VOICE, allow_first_message=True, allow_voice=True,
+                            audio_format=TWILIO_AUDIO_FORMAT, first_message="Hallo {{caller_name}}!")
+        self.twilio = FakeTwilio(media_delay=0.3).start()  # a new recording answers 404 for a moment, as Twilio may
         self.foreign = [self.fake.add_voice("My narrator", labels={"accent": "british"}),
                         # looks like one of ours by name, but its description is not: never ours
                         self.fake.add_voice("Ivan_Clone_20200101_000000_soak_foreign", description="a user's voice",
                                             created_at_unix=0)]
-        self.sample = base64.b64encode((ROOT / "samples" / "sample.wav").read_bytes()).decode()
+        self.sample_wav = (ROOT / "samples" / "sample.wav").read_bytes()
+        self.sample = base64.b64encode(self.sample_wav).decode()
         self.emulator: PubSubEmulator | None = emulator
         self.stacks: dict[str, Stack] = {}
         self.restarts: Counter[str] = Counter()
+        self.restart_spans: list[tuple[str, str, float, float]] = []  # path, target, killed, serving again
         self.pubsub_stalls = 0
         self.http = requests.Session()
         self.http.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=128))
@@ -185,9 +208,12 @@ class Soak:
 
     def start(self) -> None:
         env = {"ELEVENLABS_API_KEY": API_KEY, "ELEVENLABS_BASE_URL": self.fake.url, "ELEVENLABS_WEBHOOK_SECRET": SECRET,
-               "INIT_WEBHOOK_SECRET": INIT_SECRET, "ELEVENLABS_AGENT_ID": AGENT_ID, "AGENT_UPDATE_MODE": "both",
+               "INIT_WEBHOOK_SECRET": INIT_SECRET, "AGENT_UPDATE_MODE": "both",
                "VOICE_CLONE_TTL_SECONDS": str(self.config.ttl_seconds),
-               "REQUEST_DEADLINE_SECONDS": str(REQUEST_DEADLINE_SECONDS)}
+               "REQUEST_DEADLINE_SECONDS": str(REQUEST_DEADLINE_SECONDS), "ELEVENLABS_AGENT_ID": PHONE_AGENT_ID,
+               "TWILIO_ACCOUNT_SID": self.twilio.account_sid, "TWILIO_AUTH_TOKEN": self.twilio.auth_token,
+               "TWILIO_API_BASE_URL": self.twilio.url, "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
+               "TWILIO_HOLD_SECONDS": str(HOLD_SECONDS)}
         for path in self.config.paths:
             emulator = None
             if path == "pubsub":
@@ -200,9 +226,11 @@ class Soak:
                 env_path = env
             self.stacks[path] = Stack(path, env_path, self.log_dir, emulator)
         self.fake.chaos(self.config.fault_rate, self.config.seed)
+        self.twilio.chaos(self.config.fault_rate, self.config.seed)
 
     def stop(self) -> None:
         self.fake.chaos(0.0, 0)
+        self.twilio.stop()
         for stack in self.stacks.values():
             stack.stop()
         if self.emulator is not None and self._own_emulator:
@@ -233,7 +261,9 @@ class Soak:
         return calls, sorted(disruptions, key=lambda d: d[0])
 
     def _restart(self, path: str, target: str) -> None:
+        killed = time.monotonic()
         self.stacks[path].kill_and_restart(target)
+        self.restart_spans.append((path, target, killed, time.monotonic()))
         self.restarts[f"{path} {target}"] += 1
 
     def _stall_pubsub(self) -> None:
@@ -370,9 +400,12 @@ class Soak:
                     wrong.append(f"call {call.index} /conversation-init named voice {voice}")
                 if seconds > INIT_BUDGET:
                     late.append(f"call {call.index} /conversation-init {seconds:.1f} s")
-        failures += wrong + late
+        phone, phone_failures = self._phone_report(calls, made)
+        failures += wrong + late + phone_failures
         logs = "".join(stack.logs() for stack in self.stacks.values())
-        log_made, log_deleted = _log_counts(logs)
+        log_made, log_deleted, made_twice = _log_counts(logs)
+        if made_twice:
+            failures.append(f"voices logged as made more than once: {made_twice[:5]}")
         if log_made > len(made) or log_deleted > len(deleted):
             failures.append(f"log lines claim more than happened: made {log_made}/{len(made)}, deleted {log_deleted}/{len(deleted)}")
         to_delete = _time_to_delete(calls, made, deleted)
@@ -387,10 +420,73 @@ class Soak:
                        "made_per_logs": log_made, "deleted_per_logs": log_deleted},
             "time_to_delete_s": to_delete,
             "webhook_answer_ms": _percentiles(answer_times), "init_answer_ms": _percentiles(init_times),
+            "telephony": phone,
             "seconds": {"calls": round(calls_seconds), "total": round(total_seconds)},
             "log_dir": str(self.log_dir), "failures": failures,
         }
         return figures
+
+
+    def _phone_report(self, calls: list[Call], made: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+        """The phone calls' outcomes and the caller's wait (end of the recording to the agent or the apology),
+        and what register-call was asked: for CallSid X, X's clone or no voice override (the agent's own)."""
+        failures: list[str] = []
+        outcomes: Counter[str] = Counter()
+        waits: list[float] = []
+        for call in calls:
+            if call.phone is None:
+                continue
+            outcome, wait = self._phone_outcome(call, made)
+            outcomes[outcome] += 1
+            if outcome.startswith("FAILED"):
+                failures.append(f"call {call.index} (telephony, {call.path}) {call.call_sid}: {outcome} {call.phone.kinds()}")
+            if wait is not None:
+                waits.append(wait)
+                if wait > PHONE_WAIT_BUDGET:
+                    failures.append(f"call {call.index} (telephony) waited {wait:.1f} s for the agent")
+        with self.fake.lock:
+            registered = [json.loads(json.dumps(r["request"])) for r in self.fake.registered_calls.values()]
+        for request in registered:
+            data = request.get("conversation_initiation_client_data") or {}
+            call_sid = (data.get("dynamic_variables") or {}).get("precall_conversation_id", "")
+            voice = ((data.get("conversation_config_override") or {}).get("tts") or {}).get("voice_id")
+            if voice and not made.get(voice, {}).get("name", "").endswith("_" + conversation_suffix(call_sid)):
+                failures.append(f"register-call for {call_sid} carried voice {voice}, not that call's clone")
+        figures = {"calls": sum(outcomes.values()), "outcomes": dict(sorted(outcomes.items())),
+                   "fallbacks": sum(n for k, n in outcomes.items() if k in ("own_voice", "apology")),
+                   "register_calls": len(registered), "twilio_faults": dict(sorted(self.twilio.fault_counts.items())),
+                   "caller_wait_ms": _percentiles(waits)}
+        return figures, failures
+
+    def _phone_outcome(self, call: Call, made: dict[str, dict[str, Any]]) -> tuple[str, float | None]:
+        """`clone` (the agent in the caller's own voice), the documented fallbacks `own_voice` (the agent's own
+        voice: the clone failed or came too late) and `apology` (ElevenLabs could not take the call),
+        `consent_refused`, `cut_off_by_restart` (Twilio reached the call's service while it was being killed:
+        Twilio's "application error"), or FAILED with why."""
+        phone = call.phone
+        assert phone is not None
+        if not phone.done.is_set():
+            return "FAILED: the call never ended", None
+        spoke = phone.first("spoke")
+        connected = phone.first("connected")
+        apology = next((e for e in phone.events if e.kind == "say" and e.detail.get("text") == APOLOGY), None)
+        reached = connected or apology
+        wait = None if spoke is None or reached is None else reached.at - spoke.at
+        if reached is None:
+            started, ended = call.phone_span
+            restarting = any(path == call.path and target == "precall_webhook" and killed <= ended and started <= back
+                             for path, target, killed, back in self.restart_spans)
+            if phone.first("application_error") is not None and restarting:
+                return "cut_off_by_restart", None
+            return "FAILED: neither connected nor told why", None
+        if connected is None:
+            return "apology", wait
+        voice = connected.detail.get("voice_id")
+        if voice == PHONE_AGENT_VOICE:
+            return ("own_voice" if spoke is not None else "consent_refused"), wait
+        if made.get(voice, {}).get("name", "").endswith("_" + conversation_suffix(phone.sid)):
+            return "clone", wait
+        return f"FAILED: the caller heard voice {voice}, not their own clone nor the agent's ({connected.detail})", wait
 
 
 # -- the call flows ----------------------------------------------------------------------------
@@ -432,6 +528,28 @@ def two_step(soak: Soak, call: Call) -> None:
                           "metadata": {"phone_call": {"call_sid": call.call_sid}}})
 
 
+def telephony(soak: Soak, call: Call) -> None:
+    """A phone call to the Twilio number, run by the local Twilio against the call's path: signed webhooks,
+    the consent key (one caller in ten presses 2), the sample spoken at the beep, the recording callback, the
+    call update or the hold's redirect, register-call, the agent for the call's length, the status callback
+    at the hang-up; then ElevenLabs' post-call webhook for its conversation, naming the CallSid."""
+    presses = "1" if random.Random(f"{soak.config.seed}-{call.index}").random() < 0.9 else "2"
+    caller = Caller(caller_name="Ivan", digits=presses, speech=[soak.sample_wav], talk_seconds=call.live)
+    rang = time.monotonic()
+    phone = soak.twilio.place_call(caller, PUBLIC_BASE_URL, soak.stacks[call.path].url("precall_webhook"))
+    call.phone, call.call_sid, call.conversation_id = phone, phone.sid, phone.sid
+    phone.done.wait(PHONE_WAIT_BUDGET + call.live + 30)
+    call.phone_span = (rang, time.monotonic())
+    call.ended_at = time.time()
+    connected = phone.first("connected")
+    conversation_id = connected.detail.get("conversation_id") if connected is not None else None
+    if conversation_id:  # ElevenLabs had the call: its conversation ends, and its post-call webhook may come
+        call.conversation_id = conversation_id
+        soak.fake.set_conversation(conversation_id, "done", PHONE_AGENT_ID)
+        soak.post_call(call, {"conversation_id": conversation_id, "agent_id": PHONE_AGENT_ID,
+                              "metadata": {"phone_call": {"call_sid": phone.sid}}})
+
+
 def _deliver(soak: Soak, call: Call, document: dict[str, Any]) -> None:
     """The webhook, and for a duplicate the same webhook again a moment later (a sender's retry)."""
     if call.duplicate is None:
@@ -443,17 +561,16 @@ def _deliver(soak: Soak, call: Call, document: dict[str, Any]) -> None:
     second.join()
 
 
-FLOWS: dict[str, Callable[[Soak, Call], None]] = {"one_step": one_step, "two_step": two_step}
-FLOW_WEIGHTS = {"one_step": 0.6, "two_step": 0.4}
+FLOWS: dict[str, Callable[[Soak, Call], None]] = {"one_step": one_step, "two_step": two_step, "telephony": telephony}
+FLOW_WEIGHTS = {"one_step": 0.45, "two_step": 0.3, "telephony": 0.25}
 
 
-def _log_counts(logs: str) -> tuple[int, int]:
-    """Clones made and deleted as the services' log lines say (what the log-based metrics count), each
-    voice once. Known and left open: a sender's retry after the first instance was killed between its
-    add and its answer can log `voice_clone_success` a second time for the same voice (the add's
-    idempotency probe finds the earlier clone and the retry takes it as its own); counting voices, not
-    lines, keeps the check about clones (seen once with seed 7 in a CI run)."""
-    made: set[str] = set()
+def _log_counts(logs: str) -> tuple[int, int, list[str]]:
+    """Clones made and deleted as the services' log lines say, counted as the log-based metrics count them
+    (lines, not voices), and the voices whose making was logged more than once (a voice is made once: by
+    `voice_clone_success`, or `voice_clone_duplicate` for one discarded at once; a call that answers with
+    another request's clone logs `voice_clone_reused`, which is not a clone made)."""
+    made: Counter[str] = Counter()
     deleted: set[str] = set()
     for line in logs.splitlines():
         if not line.startswith("{"):
@@ -464,12 +581,12 @@ def _log_counts(logs: str) -> tuple[int, int]:
             continue
         kind, voice_id = entry.get("event_type"), str(entry.get("voice_id"))
         if kind in ("voice_clone_success", "voice_clone_duplicate"):
-            made.add(voice_id)
+            made[voice_id] += 1
             if kind == "voice_clone_duplicate" and entry.get("deleted"):
                 deleted.add(voice_id)
         elif kind == "voice_deleted" and entry.get("existed"):
             deleted.add(voice_id)
-    return len(made), len(deleted)
+    return sum(made.values()), len(deleted), sorted(v for v, n in made.items() if n > 1)
 
 
 def _time_to_delete(calls: list[Call], made: dict[str, dict[str, Any]], deleted: dict[str, float]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from voiceclone import events
 from voiceclone.clones import Clone, CloneInventory
 from voiceclone.config import Settings
 from voiceclone.deadline import Deadline, DeadlineExceeded
-from voiceclone.elevenlabs_client import ElevenLabsClient, ElevenLabsError, NewVoice
+from voiceclone.elevenlabs_client import ElevenLabsClient, ElevenLabsError
 from voiceclone.errors import SampleQualityTooLow, UpstreamTimeout, VoiceCloningFailed
 from voiceclone.logs import get_logger, log_event
 from voiceclone.naming import caller_ref, clone_description, clone_labels, voice_name
@@ -62,6 +62,17 @@ class _TwinCheck:
 
     made: Clone
     listing: Future[list[Clone]]
+
+
+@dataclass(frozen=True)
+class _Added:
+    """What the add gave this call: a voice it made, or (`taken_over`) another request's clone of the same
+    conversation that the add's idempotency probe found after an attempt that failed on the way back (the
+    request that made it, killed before answering, was retried)."""
+
+    voice_id: str
+    requires_verification: bool
+    taken_over: Clone | None
 
 
 @dataclass(frozen=True)
@@ -245,32 +256,41 @@ class PrecallService:
                   sample_bytes=len(sample), sample_format=fmt.name)
         clone_started = time.monotonic()
         try:
-            voice = self._add_voice(request, sample, fmt, name, created_at, deadline)
+            added = self._add_voice(request, sample, fmt, name, created_at, deadline)
         except VoiceLimitReached as limit:
             self._free_slot(conversation_id, deadline, limit)
-            voice = self._add_voice(request, sample, fmt, name, created_at, deadline)  # once, no more
+            added = self._add_voice(request, sample, fmt, name, created_at, deadline)  # once, no more
         timings["clone_ms"] = round((time.monotonic() - clone_started) * 1000)
-        voice_id = voice.voice_id
-        if voice.requires_verification:
+        voice_id = added.voice_id
+        if added.requires_verification:
             self._discard(request, voice_id, name, created_at, deadline, "requires_verification")
             raise VoiceCloningFailed(
                 "ElevenLabs could not clone the voice: the sample matches a protected voice and the clone requires "
                 "verification before use, so it cannot be used for this call (the clone was discarded)")
         earlier = [c for c in self._wait_for(lookup, deadline) if c.voice_id != voice_id]
-        made = Clone(voice_id, name, conversation_id, request.agent_id, created_at.replace(microsecond=0))
+        made = added.taken_over or Clone(voice_id, name, conversation_id, request.agent_id, created_at.replace(microsecond=0))
         if earlier:
-            return self._yield_to(min(earlier, key=_age_order), request, made, deadline)
+            return self._yield_to(min(earlier, key=_age_order), request, made, deadline, timings,
+                                  discard=added.taken_over is None, found_by="lookup")
+        if added.taken_over is not None:
+            return self._yield_to(added.taken_over, request, made, deadline, timings, discard=False, found_by="add_probe")
         # Look again after the add (see `_settled`), beside what the call does next.
         listing = self._pool.submit(self._timed, timings, "recheck_ms", self._existing_clones, conversation_id, deadline)
         return _Cloned(voice_id, name, reused=False, twin_check=_TwinCheck(made, listing),
                        event=events.voice_created(voice_id, name, conversation_id, request.agent_id, created_at))
 
-    def _yield_to(self, keep: Clone, request: PrecallRequest, made: Clone, deadline: Deadline) -> _Cloned:
-        """Answer with an earlier clone of the conversation; the one just made is deleted at once."""
+    def _yield_to(self, keep: Clone, request: PrecallRequest, made: Clone, deadline: Deadline, timings: dict[str, int],
+                  discard: bool, found_by: str) -> _Cloned:
+        """Answer with another request's clone of the conversation (`found_by`: the look-up beside or after
+        the add, or the add's own idempotency probe). A clone this call made is deleted at once
+        (`discard`); one it took over from the add's probe is not its own to delete."""
         created_at = made.created_at or self._now()
-        self._discard(request, made.voice_id, made.name, created_at, deadline, "duplicate", keep.voice_id)
-        log_event(_log, logging.INFO, "Reusing the clone of a redelivered webhook", "voice_clone_reused",
-                  conversation_id=request.conversation_id, voice_id=keep.voice_id)
+        if discard:
+            self._discard(request, made.voice_id, made.name, created_at, deadline, "duplicate", keep.voice_id)
+        # Not `voice_clone_success`: that line is its maker's, so the log-based "clones made" counts each clone once.
+        log_event(_log, logging.INFO, "Reusing an earlier clone of this conversation", "voice_clone_reused",
+                  conversation_id=request.conversation_id, voice_id=keep.voice_id, clone_ms=timings["clone_ms"],
+                  found_by=found_by)
         # Its maker may have died before publishing (seen in the soak: a retry after a crash reused the
         # clone, and without a post-call webhook it waited for the TTL). One more event is harmless.
         return _Cloned(keep.voice_id, keep.name, reused=True, event=events.voice_created(
@@ -302,7 +322,7 @@ class PrecallService:
         if twin is None:
             self._log_success(request, clone, timings)
             return clone
-        return self._yield_to(twin, request, check.made, deadline)
+        return self._yield_to(twin, request, check.made, deadline, timings, discard=True, found_by="lookup")
 
     def _settle_behind(self, request: PrecallRequest, clone: _Cloned, check: _TwinCheck, deadline: Deadline) -> None:
         """Without a PATCH (`override` mode, the telephony front) the answer does not wait for the twin
@@ -348,19 +368,26 @@ class PrecallService:
                       reason=reason, deleted=deleted)
 
     def _add_voice(self, request: PrecallRequest, sample: bytes, fmt: audio.AudioFormat, name: str,
-                   created_at: datetime, deadline: Deadline) -> NewVoice:
+                   created_at: datetime, deadline: Deadline) -> _Added:
         conversation_id = request.conversation_id
         reference = self.caller_ref(request.caller_id)
+        probed: dict[str, Clone] = {}
 
         def already_cloned() -> str | None:
+            """The add's idempotency probe: a clone of this conversation already made, this call's own
+            earlier attempt (its name, to the second) first."""
             try:
                 found = self._inventory.for_conversation(conversation_id, deadline)
             except (ElevenLabsError, DeadlineExceeded):
                 return None
-            return found[0].voice_id if found else None
+            if not found:
+                return None
+            clone = next((c for c in found if c.name == name), found[0])
+            probed[clone.voice_id] = clone
+            return clone.voice_id
 
         try:
-            return self._client.add_voice(
+            voice = self._client.add_voice(
                 name=name, sample=sample, filename=f"{_file_stem(request)}.{fmt.extension}", mime_type=fmt.mime_type,
                 description=clone_description(conversation_id, reference),
                 labels=clone_labels(conversation_id, request.agent_id, created_at, reference),
@@ -377,6 +404,8 @@ class PrecallService:
             if exc.has("voice_limit_reached"):
                 raise VoiceLimitReached(f"ElevenLabs could not clone the voice: {exc.message}") from None
             raise VoiceCloningFailed(f"ElevenLabs could not clone the voice: {exc.message}") from None
+        found = probed.get(voice.voice_id) if voice.found_by_probe else None
+        return _Added(voice.voice_id, voice.requires_verification, found if found is not None and found.name != name else None)
 
     def _free_slot(self, conversation_id: str, deadline: Deadline, limit: VoiceLimitReached) -> None:
         """Make room after `voice_limit_reached`, if auto-delete allows touching old clones."""

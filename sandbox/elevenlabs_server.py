@@ -88,6 +88,9 @@ ENDPOINT_PERMISSIONS = (
 # What `chaos` may do to a request: an ElevenLabs 429 (with Retry-After) or 5xx, a stall (a slow answer the
 # caller may give up on), a connection reset, and on `POST /v1/voices/add` a full account.
 CHAOS_KINDS = ("429", "500", "503", "stall", "reset", "voice_limit_reached")
+# Not what the service calls, so never failed by `chaos`: Twilio's media stream (this server's stand-in for
+# the WebSocket between Twilio and ElevenLabs) and the sandbox's own routes.
+NOT_THE_API = ("/v1/convai/conversation/twilio", "/_sandbox/")
 # register-call: "configure your agent to use the correct audio format supported by Twilio" - µ-law 8000 Hz for
 # the agent's output (Voice section) and the user's input (Advanced section); elevenlabs.io/docs/agents-platform/
 # phone-numbers/twilio-integration/register-call. What the real API answers otherwise is not documented: this
@@ -135,6 +138,7 @@ class Fault:
     reset: bool = False
     times: int = 1
     until: threading.Event | None = None
+    served: bool = False  # with `reset`: the request takes effect (a voice is made), then the answer is lost
 
 
 def error_body(code: str, message: str, status: str | None = None, kind: str | None = None,
@@ -311,13 +315,15 @@ class FakeElevenLabs:
 
     def inject(self, method: str, path: str, status: int | None = None, body: Any = None,
                headers: dict[str, str] | None = None, delay: float = 0.0, reset: bool = False, times: int = 1,
-               until: threading.Event | None = None) -> None:
+               until: threading.Event | None = None, served: bool = False) -> None:
         """Make the next `times` matching requests fail (or stall, or reset the connection). `until`
         holds each of them unanswered until the event is set (60 s at most): a call kept in flight
-        for exactly as long as a test needs, however slow the machine."""
+        for exactly as long as a test needs, however slow the machine. `served` with `reset`: the
+        request is carried out first (a voice made, a voice deleted) and only its answer is lost, the
+        case an idempotency probe exists for."""
         with self.lock:
             self.faults.append(Fault(method.upper(), re.compile(path), status, body, headers or {}, delay, reset, times,
-                                     until))
+                                     until, served))
 
     def chaos(self, rate: float, seed: int, kinds: tuple[str, ...] = CHAOS_KINDS,
               stall: tuple[float, float] = (2.0, 6.0)) -> None:
@@ -466,6 +472,8 @@ class FakeElevenLabs:
 
     def _chaos_fault(self, method: str, path: str) -> Fault | None:
         """A random fault for this request, or None (see `chaos`)."""
+        if path.startswith(NOT_THE_API):
+            return None
         with self.lock:
             if self.chaos_rate <= 0 or self._chaos_random.random() >= self.chaos_rate:
                 return None
@@ -808,6 +816,8 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.delay:
                 time.sleep(fault.delay)
             if fault.reset:
+                if fault.served:
+                    fake.route(record, raw, content_type)
                 # SO_LINGER 0: close with RST, as a crashed proxy would.
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 self.close_connection = True

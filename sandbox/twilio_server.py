@@ -17,7 +17,9 @@ signs the URL it called), follows the TwiML (`Say`, `Play`, `Pause`, `Gather`, `
 recording served as above, the `<Record>` action, then the `recordingStatusCallback`), lets a call
 update replace whatever runs, and posts the status callback when the caller hangs up. A `Stream` to the
 local ElevenLabs is "connected" by a GET of its URL (the sandbox's stand-in for the media WebSocket).
-Everything it was sent is recorded. `make run` serves it; `POST /_sandbox/calls` places a call there
+Everything it was sent is recorded. `chaos` fails a share of the REST requests a call's recording step makes
+(the media fetch, the Calls fetch and the call update) at random with Twilio's `500`/`503`, for a soak.
+`make run` serves it; `POST /_sandbox/calls` places a call there
 (`python -m precall dial`), `GET /_sandbox/calls/{CallSid}` shows what the caller experienced.
 """
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import random
 import re
 import secrets
 import socket
@@ -34,6 +37,7 @@ import threading
 import time
 import wave
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -52,6 +56,10 @@ SANDBOX_ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 SANDBOX_AUTH_TOKEN = "sandbox-twilio-auth-token"
 WEBHOOK_TIMEOUT_SECONDS = 15.0  # Twilio waits at most 15 s for a webhook's answer (error 11200)
 _API = "/2010-04-01/Accounts"
+# What `chaos` may fail, by the name its faults are counted under: the requests of a call's recording step.
+CHAOS_ENDPOINTS = {"media fetch": ("GET", re.compile(_API + r"/AC[0-9a-f]{32}/Recordings/RE[0-9a-f]{32}(\.wav)?")),
+                   "call fetch": ("GET", re.compile(_API + r"/AC[0-9a-f]{32}/Calls/CA[0-9a-f]{32}\.json")),
+                   "call update": ("POST", re.compile(_API + r"/AC[0-9a-f]{32}/Calls/CA[0-9a-f]{32}\.json"))}
 
 
 def twilio_error(status: int, code: int, message: str) -> dict[str, Any]:
@@ -371,6 +379,9 @@ class FakeTwilio:
         self.calls: dict[str, SimulatedCall] = {}
         self.numbers: dict[str, dict[str, Any]] = {}
         self.faults: list[tuple[str, re.Pattern[str], int | None, float, int]] = []
+        self.chaos_rate = 0.0
+        self.fault_counts: Counter[str] = Counter()  # chaos faults by kind, e.g. "503 media fetch"
+        self._chaos_random = random.Random(0)
         self.service_url: str | None = None  # where `/_sandbox/calls` sends calls (make run)
         self._server: ThreadingHTTPServer | None = None
         self._session = requests.Session()
@@ -406,6 +417,8 @@ class FakeTwilio:
             self.recordings.clear()
             self.calls.clear()
             self.faults.clear()
+            self.chaos_rate = 0.0
+            self.fault_counts.clear()
             self.media_delay, self.callback_delay, self.time_scale = 0.0, 0.05, 1.0
             self.media_latency = self.update_latency = 0.0
 
@@ -413,6 +426,12 @@ class FakeTwilio:
         """The next `times` matching REST requests stall `delay` seconds, then answer `status` (if given)."""
         with self.lock:
             self.faults.append((method.upper(), re.compile(path), status, delay, times))
+
+    def chaos(self, rate: float, seed: int) -> None:
+        """Fail about `rate` of the requests in `CHAOS_ENDPOINTS` with a `500` or `503` (Twilio's error body), from
+        a generator seeded with `seed`; `fault_counts` counts them. A failed call update is not applied."""
+        with self.lock:
+            self.chaos_rate, self._chaos_random = rate, random.Random(seed)
 
     def requests_to(self, method: str, path_pattern: str) -> list[RecordedRequest]:
         with self.lock:
@@ -570,6 +589,16 @@ class FakeTwilio:
             return 200, body, "json"
         return 404, {"message": "not found"}, "json"
 
+    def _chaos_fault(self, method: str, path: str) -> tuple[int | None, float] | None:
+        endpoint = next((name for name, (wanted, pattern) in CHAOS_ENDPOINTS.items()
+                         if wanted == method and pattern.fullmatch(path)), None)
+        with self.lock:
+            if endpoint is None or self.chaos_rate <= 0 or self._chaos_random.random() >= self.chaos_rate:
+                return None
+            status = self._chaos_random.choice((500, 503))
+            self.fault_counts[f"{status} {endpoint}"] += 1
+        return status, 0.0
+
     def _take_fault(self, method: str, path: str) -> tuple[int | None, float] | None:
         with self.lock:
             for index, (wanted, pattern, status, delay, times) in enumerate(self.faults):
@@ -610,7 +639,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         with twilio.lock:
             twilio.requests.append(RecordedRequest(self.command, parts.path, parse_qs(parts.query), headers, form))
-        fault = twilio._take_fault(self.command, parts.path)
+        fault = twilio._take_fault(self.command, parts.path) or twilio._chaos_fault(self.command, parts.path)
         if fault is not None:
             status, delay = fault
             time.sleep(delay)

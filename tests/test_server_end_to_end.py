@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime, timezone
 
 import pytest
 import requests
@@ -74,3 +75,42 @@ def test_cleanup_target_does_not_need_the_webhook_secret_but_precall_does(tmp_pa
     bad = subprocess.run([sys.executable, "-c", "import main"], cwd=ROOT, env=dict(base, FUNCTION_TARGET="precall_webhook"),
                          capture_output=True, text=True, timeout=60)
     assert bad.stderr.strip() == "configuration error: ELEVENLABS_WEBHOOK_SECRET: is required"
+
+
+def test_a_retry_that_takes_over_an_earlier_requests_clone_logs_it_as_reused_not_as_a_second_success(real_server, fake,
+                                                                                                      audio_files):
+    """The first delivery's add makes the voice at ElevenLabs, but its answer is lost (the connection resets): the
+    client's retry finds the voice through the add's idempotency probe, and it is this call's own clone (one
+    `voice_clone_success`). The sender's retry then reaches a fresh instance (the first was killed before its answer
+    got out, as in the soak): its add fails, its probe finds the same voice, and it takes that clone over. That is a
+    `voice_clone_reused` line, not a second success, so the log-based "clones made" counts the clone once."""
+    first, second = real_server(), real_server()
+    body = json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="conv_takeover")
+
+    def deliver(server) -> dict:
+        response = requests.post(server.url + "/webhook", data=body, timeout=30, headers={
+            "Content-Type": "application/json", "ElevenLabs-Signature": signature_header(body)})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    fake.inject("POST", "/v1/voices/add", reset=True, served=True)  # the voice is made; the answer never comes
+    made_first = deliver(first)
+    [voice_id] = fake.made
+    name = fake.made[voice_id]["name"]
+    assert made_first["voice_id"] == voice_id and made_first["voice_name"] == name
+    # The retry's own attempt is told from another request's by its voice name, which carries the second it started.
+    stamp = name.split("_Clone_")[1][:15]
+    assert wait_until(lambda: datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S") > stamp, timeout=5, interval=0.05)
+    fake.inject("POST", "/v1/voices/add", status=503)
+    taken = deliver(second)
+    assert taken["voice_id"] == voice_id and taken["voice_name"] == name
+    assert list(fake.made) == [voice_id]  # one clone in all
+
+    def lines(event_type: str) -> list[dict]:
+        return log_events(first.logs() + second.logs(), event_type, voice_id=voice_id)
+
+    assert wait_until(lambda: lines("voice_clone_reused"), timeout=10, interval=0.05)
+    assert wait_until(lambda: log_events(second.logs(), "webhook_complete"), timeout=10, interval=0.05)
+    assert len(lines("voice_clone_success")) == 1 and len(lines("voice_clone_reused")) == 1
+    assert log_events(first.logs(), "voice_clone_success", voice_id=voice_id)
+    assert lines("voice_clone_reused")[0]["found_by"] == "add_probe"

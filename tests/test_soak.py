@@ -1,6 +1,7 @@
-"""The soak, short and seeded (`make soak` runs 500 calls): 30 calls through the real services on both
-event paths while ElevenLabs fails at random and every service is killed with SIGKILL and restarted;
-afterwards no clone of the service is left and every check of `bench/soak.py` holds."""
+"""The soak, short and seeded (`make soak` runs 500 calls): 30 calls (one-step, two-step and phone calls
+through the local Twilio) through the real services on both event paths while ElevenLabs and Twilio fail at
+random and every service is killed with SIGKILL and restarted; afterwards no clone of the service is left
+and every check of `bench/soak.py` holds."""
 
 from __future__ import annotations
 
@@ -31,3 +32,4 @@ def test_thirty_calls_under_faults_and_kills_leave_no_clone_and_no_caller_gets_a
     assert figures["clones"]["made"] > 0 and figures["clones"]["left"] == 0
     assert sum(figures["restarts"].values()) == 2 * len(paths)  # each service of each path was killed once
     assert sum(figures["faults"].values()) > 0
+    assert figures["telephony"]["outcomes"].get("clone", 0) > 0  # phone callers heard the agent in their own voice

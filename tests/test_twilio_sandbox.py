@@ -50,3 +50,17 @@ def test_updating_a_call_that_does_not_exist_is_404(twilio):
     answer = requests.post(api(twilio, f"/Calls/CA{'1' * 32}.json"), auth=(twilio.account_sid, twilio.auth_token),
                            data={"Twiml": "<Response/>"}, timeout=5)
     assert answer.status_code == 404 and answer.json()["code"] == 20404
+
+
+def test_chaos_fails_the_recording_steps_requests_with_twilios_5xx_and_leaves_the_rest_alone(twilio):
+    auth = (twilio.account_sid, twilio.auth_token)
+    recording = twilio.add_recording("CA" + "0" * 32, SAMPLE)
+    twilio.chaos(1.0, seed=3)
+    media = requests.get(api(twilio, f"/Recordings/{recording.sid}.wav"), auth=auth, timeout=5)
+    call = requests.get(api(twilio, f"/Calls/CA{'1' * 32}.json"), auth=auth, timeout=5)
+    assert media.status_code in (500, 503) and media.json()["status"] == media.status_code
+    assert call.status_code in (500, 503)
+    assert requests.get(api(twilio, ".json"), auth=auth, timeout=5).status_code == 200  # not a recording step's request
+    assert sum(twilio.fault_counts.values()) == 2 and any(k.endswith("media fetch") for k in twilio.fault_counts)
+    twilio.chaos(0.0, seed=3)
+    assert requests.get(api(twilio, f"/Recordings/{recording.sid}.wav"), auth=auth, timeout=5).status_code == 200

@@ -35,6 +35,9 @@ _log = get_logger("elevenlabs")
 class NewVoice:
     voice_id: str
     requires_verification: bool
+    # Not from an add answer: an earlier attempt's voice, found by the idempotency probe (`already_done`).
+    # Whose attempt it was (this call's own, whose answer was lost, or another request's) only the caller can tell.
+    found_by_probe: bool = False
 
 
 class ElevenLabsError(Exception):
@@ -176,7 +179,7 @@ class ElevenLabsClient:
                 already_done=already_done,
             )
         except _FoundExisting as existing:
-            return NewVoice(existing.voice_id, requires_verification=False)
+            return NewVoice(existing.voice_id, requires_verification=False, found_by_probe=True)
         body = _json(response)
         voice_id = body.get("voice_id")
         if not isinstance(voice_id, str) or not voice_id:
