@@ -132,6 +132,12 @@ def test_register_call_stalling_past_the_hold_still_connects_once(fake, twilio, 
     connected_once(call)
     waited = call.first("connected").at - call.first("spoke").at
     assert waited <= HOLD_SECONDS + 1, waited
+    recording_step_done(shared_service, call)
+    [connected] = wait_until(lambda: call_lines(shared_service, call, "twilio_call_connected"), timeout=10, interval=0.05)
+    assert connected["via"] == "redirect"
+    # no apology claimed: register-call ran out of the step's time and left the call to the hold
+    assert [(line["reason"], line.get("step")) for line in call_lines(shared_service, call, "twilio_fallback")] == [
+        ("out_of_time", "register")]
 
 
 def test_register_call_refused_gives_the_caller_an_apology_not_silence(fake, twilio, shared_service):
@@ -276,3 +282,18 @@ def test_an_apology_the_call_update_delivers_is_logged_as_register_failed_once(f
                                                                   ("register_failed", "recording")], lines
     assert lines[1]["elevenlabs_code"] == "agent_not_found"
     assert not call_lines(shared_service, call, "twilio_call_connected")
+
+
+def test_a_retry_prompt_whose_call_update_fails_leaves_the_caller_to_the_hold_without_a_clone(fake, twilio, shared_service):
+    telephony_agent(fake)
+    twilio.inject("POST", r".*/Calls/CA[0-9a-f]{32}\.json", status=500)
+    call = dial(twilio, shared_service, Caller(speech=[tone_wav(1.0), SAMPLE]))
+    said = [e.detail["text"] for e in call.events if e.kind == "say"]
+    assert not any("nog één keer" in text for text in said) and call.kinds().count("beep") == 1, said
+    assert connected_once(call)["voice_id"] == agent_voice(fake)
+    recording_step_done(shared_service, call)
+    [connected] = wait_until(lambda: call_lines(shared_service, call, "twilio_call_connected"), timeout=10, interval=0.05)
+    assert (connected["via"], connected["clone_used"]) == ("redirect", False)
+    [failed] = call_lines(shared_service, call, "twilio_call_update_failed")
+    assert failed["carried"] == "retry_prompt" and failed["error_code"]
+    assert not call_lines(shared_service, call, "twilio_sample_reprompt")
