@@ -22,7 +22,7 @@ from voiceclone.logs import get_logger, log_event
 from voiceclone.sinks import EventSink
 
 from . import forms, signature, twiml
-from .connect import Connector
+from .connect import Connector, log_outcome
 from .recording import RecordingStep
 
 ROUTES = ("/twilio/voice", "/twilio/consent", "/twilio/recorded", "/twilio/recording", "/twilio/connect", "/twilio/status")
@@ -31,6 +31,10 @@ ENDED_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "cancele
 LOOKUP_SECONDS = 0.8  # the hold ran out: how long to look for a clone another instance made
 CONNECT_SECONDS = 8.0  # register-call, well within Twilio's 15 s for the answer
 _log = get_logger("telephony")
+# What the caller gets after an unexpected error, by route (the answers of `TwilioApp.__call__`).
+_CONNECTED = "the caller is sent to /twilio/connect"
+_AFTER_AN_ERROR = {"/twilio/connect": "the caller hears an apology",
+                   "/twilio/recording": "the hold's redirect connects the caller", "/twilio/status": "no caller waits on it"}
 
 
 class TwilioApp:
@@ -61,8 +65,9 @@ class TwilioApp:
         try:
             return self._route(path, form, base, attempt)
         except Exception as exc:  # noqa: BLE001 - the caller is connected whatever failed here
-            log_event(_log, logging.ERROR, "Unexpected error in a Twilio webhook; the caller is connected", "twilio_fallback",
-                      call_sid=form.call_sid, reason="internal_error", path=path, error_type=type(exc).__name__)
+            log_event(_log, logging.ERROR, f"Unexpected error in a Twilio webhook; {_AFTER_AN_ERROR.get(path, _CONNECTED)}",
+                      "twilio_fallback", call_sid=form.call_sid, reason="internal_error", path=path,
+                      error_type=type(exc).__name__)
             if path in ("/twilio/recording", "/twilio/status"):
                 return _empty()
             if path == "/twilio/connect":
@@ -100,11 +105,9 @@ class TwilioApp:
         return self._connect(form, None, "consent_refused")
 
     def _connect(self, form: forms.TwilioForm, clone: ClonedVoice | None, via: str) -> flask.Response:
+        """This answer is what the caller gets (Twilio runs it), so its outcome is logged here."""
         connection = self._connector.connect(form, clone, Deadline(CONNECT_SECONDS))
-        if connection.registered:
-            log_event(_log, logging.INFO, "Call connected to the agent", "twilio_call_connected", call_sid=form.call_sid,
-                      via=via, clone_used=connection.voice_sent, voice_id=clone.voice_id if clone else None,
-                      overrides=list(connection.overrides), wait_ms=None)
+        log_outcome(form.call_sid, connection, via, clone, wait_ms=None)
         return _xml(connection.twiml)
 
     def _status(self, form: forms.TwilioForm) -> flask.Response:

@@ -26,7 +26,7 @@ from voiceclone.logs import get_logger, log_event
 from voiceclone.sinks import EventSink
 
 from . import twiml
-from .connect import Connector
+from .connect import Connector, log_outcome
 from .forms import TwilioForm, caller_name, media_url
 from .timing import recording_budget
 from .twilio_client import CallDetails, TwilioClient, TwilioError
@@ -38,6 +38,9 @@ from .twilio_client import CallDetails, TwilioClient, TwilioError
 REPROMPT_ERRORS: tuple[type[ServiceError], ...] = (SampleTooShort, InvalidAudio, SampleQualityTooLow)
 DELETE_SECONDS = 5.0
 CALL_NOT_IN_PROGRESS = 21220  # Twilio's answer to updating a call that has ended
+# Fallback reasons that decide nothing for the caller yet: the hold's redirect does, and its
+# `/twilio/connect` line says what they got (it may find a clone made here).
+LEFT_TO_THE_HOLD = frozenset({"out_of_time", "call_details_unavailable"})
 _log = get_logger("telephony")
 
 
@@ -128,8 +131,7 @@ class RecordingStep:
         try:
             self._twilio.update_call(form.call_sid, twiml.record(self._prompts, base, attempt=2), deadline)
         except (TwilioError, DeadlineExceeded) as error:
-            _fallback(form.call_sid, "call_update_failed", status=getattr(error, "status", None),
-                      twilio_code=getattr(error, "code", None))
+            _update_failed(form.call_sid, "retry_prompt", error, error_code=refused.code)
             return
         log_event(_log, logging.INFO, "Sample refused; the caller is asked once more", "twilio_sample_reprompt",
                   call_sid=form.call_sid, error_code=refused.code)
@@ -146,22 +148,26 @@ class RecordingStep:
             _fallback(form.call_sid, "call_details_unavailable", voice_id=clone.voice_id if clone else None)
             return
         connection = self._connector.connect(form, clone, deadline)
+        if deadline.remaining() <= 0:
+            # register-call used up the step's time: the call is not touched, the hold's redirect connects it.
+            _fallback(form.call_sid, "out_of_time", step="register", voice_id=clone.voice_id if clone else None)
+            return
         try:
             self._twilio.update_call(form.call_sid, connection.twiml, deadline)
         except (TwilioError, DeadlineExceeded) as error:
-            _fallback(form.call_sid, "call_update_failed", status=getattr(error, "status", None),
-                      twilio_code=getattr(error, "code", None))
+            # Nothing reached the caller: the hold's redirect to `/twilio/connect` decides what they get,
+            # and its own line says so. No apology or fallback is claimed here.
+            _update_failed(form.call_sid, "agent" if connection.registered else "apology", error,
+                           voice_id=clone.voice_id if clone else None,
+                           elevenlabs_code=connection.failure.get("elevenlabs_code"))
             if clone is not None and getattr(error, "code", None) == CALL_NOT_IN_PROGRESS:
                 # The caller hung up on hold: the call's `call.ended` may have come before this clone existed.
                 self._sink.publish(events.call_ended(form.call_sid, self._agent_id, self._now()))
             return
-        if connection.registered:
-            ended = form.recording_ended_at or arrived
-            log_event(_log, logging.INFO, "Call connected to the agent", "twilio_call_connected", call_sid=form.call_sid,
-                      via="recording", clone_used=connection.voice_sent, voice_id=clone.voice_id if clone else None,
-                      overrides=list(connection.overrides),
-                      wait_ms=round((self._now() - min(ended, arrived)).total_seconds() * 1000),
-                      handler_ms=round((self._now() - arrived).total_seconds() * 1000))
+        ended = form.recording_ended_at or arrived
+        log_outcome(form.call_sid, connection, "recording", clone,
+                    wait_ms=round((self._now() - min(ended, arrived)).total_seconds() * 1000),
+                    handler_ms=round((self._now() - arrived).total_seconds() * 1000))
 
     def _delete(self, form: TwilioForm) -> None:
         """No copy of the caller's voice stays at Twilio: the clone (deleted after the call) is the only one."""
@@ -179,5 +185,14 @@ class RecordingStep:
 
 
 def _fallback(call_sid: str, reason: str, **fields: object) -> None:
-    log_event(_log, logging.WARNING, "The call goes to the agent without the caller's voice", "twilio_fallback",
-              call_sid=call_sid, reason=reason, **fields)
+    message = ("The recording step leaves the call to the hold's redirect" if reason in LEFT_TO_THE_HOLD
+               else "The call goes to the agent without the caller's voice")
+    log_event(_log, logging.WARNING, message, "twilio_fallback", call_sid=call_sid, reason=reason, **fields)
+
+
+def _update_failed(call_sid: str, carried: str, error: Exception, **fields: object) -> None:
+    """The call update (`carried`: what its TwiML was) did not reach the call: the caller stays on hold
+    until its redirect (or has hung up, Twilio code 21220)."""
+    log_event(_log, logging.WARNING, "The call update failed; the hold's redirect decides what the caller gets",
+              "twilio_call_update_failed", call_sid=call_sid, carried=carried, status=getattr(error, "status", None),
+              twilio_code=getattr(error, "code", None), **{k: v for k, v in fields.items() if v is not None})

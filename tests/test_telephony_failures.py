@@ -132,6 +132,12 @@ def test_register_call_stalling_past_the_hold_still_connects_once(fake, twilio, 
     connected_once(call)
     waited = call.first("connected").at - call.first("spoke").at
     assert waited <= HOLD_SECONDS + 1, waited
+    recording_step_done(shared_service, call)
+    [connected] = wait_until(lambda: call_lines(shared_service, call, "twilio_call_connected"), timeout=10, interval=0.05)
+    assert connected["via"] == "redirect"
+    # no apology claimed: register-call ran out of the step's time and left the call to the hold
+    assert [(line["reason"], line.get("step")) for line in call_lines(shared_service, call, "twilio_fallback")] == [
+        ("out_of_time", "register")]
 
 
 def test_register_call_refused_gives_the_caller_an_apology_not_silence(fake, twilio, shared_service):
@@ -141,6 +147,8 @@ def test_register_call_refused_gives_the_caller_an_apology_not_silence(fake, twi
     call = dial(twilio, shared_service, Caller(digits="2"))
     said = [e.detail["text"] for e in call.events if e.kind == "say"]
     assert said[-1].startswith("Sorry") and "connected" not in call.kinds()
+    assert wait_until(lambda: [(line["reason"], line.get("via")) for line in call_lines(shared_service, call, "twilio_fallback")]
+                      == [("consent_refused", None), ("register_failed", "consent_refused")])
 
 
 def test_overrides_the_agent_does_not_allow_are_not_sent(fake, twilio, start_service):
@@ -223,4 +231,69 @@ def test_a_call_update_stalling_past_the_hold_is_never_applied_on_top_of_the_hol
     assert detail["voice_id"] == clone["voice_id"]  # the hold's redirect found this call's clone
     waited = call.first("connected").at - call.first("spoke").at
     assert waited <= HOLD_SECONDS + 1, waited
-    assert wait_until(lambda: "call_update_failed" in fallback_reasons(shared_service))
+    assert wait_until(lambda: [line["carried"] for line in log_lines(shared_service, "twilio_call_update_failed")
+                               if line["call_sid"] == call.sid] == ["agent"])
+
+
+def call_lines(service, call: SimulatedCall, event_type: str) -> list[dict]:
+    return [line for line in log_lines(service, event_type) if line.get("call_sid") == call.sid]
+
+
+def recording_step_done(service, call: SimulatedCall) -> list[dict]:
+    """The recording step's last line (the recording deleted at Twilio, after the call update): its lines are all in."""
+    return wait_until(lambda: call_lines(service, call, "twilio_recording_deleted"), timeout=10, interval=0.05)
+
+
+def refuse_register_call(fake: FakeElevenLabs, times: int) -> None:
+    fake.inject("POST", "/v1/convai/twilio/register-call", status=404,
+                body=fake.error("agent_not_found", "Agent not found"), times=times)
+
+
+def test_an_apology_whose_call_update_fails_is_not_logged_and_the_holds_connection_is(fake, twilio, shared_service):
+    """register-call refuses the recording step (with the clone, then without), the apology's call update
+    fails, and the hold's redirect connects the caller with their clone after all: no line may say the
+    caller heard the apology or went on without their voice; the connected line matches what they heard."""
+    telephony_agent(fake)
+    refuse_register_call(fake, times=2)
+    twilio.inject("POST", r".*/Calls/CA[0-9a-f]{32}\.json", status=500)
+    call = dial(twilio, shared_service)
+    [clone] = fake.cloned_voices()
+    detail = connected_once(call)
+    said = [e.detail["text"] for e in call.events if e.kind == "say"]
+    assert detail["voice_id"] == clone["voice_id"] and not any(text.startswith("Sorry") for text in said), said
+    assert "updated" not in call.kinds()
+    recording_step_done(shared_service, call)
+    [connected] = wait_until(lambda: call_lines(shared_service, call, "twilio_call_connected"), timeout=10, interval=0.05)
+    assert call_lines(shared_service, call, "twilio_fallback") == []  # no apology claimed, no clone refusal either
+    assert (connected["via"], connected["clone_used"], connected["voice_id"]) == ("redirect", True, detail["voice_id"])
+    [failed] = call_lines(shared_service, call, "twilio_call_update_failed")
+    assert (failed["carried"], failed["status"], failed["elevenlabs_code"]) == ("apology", 500, "agent_not_found")
+
+
+def test_an_apology_the_call_update_delivers_is_logged_as_register_failed_once(fake, twilio, shared_service):
+    telephony_agent(fake)
+    refuse_register_call(fake, times=2)
+    call = dial(twilio, shared_service)
+    said = [e.detail["text"] for e in call.events if e.kind == "say"]
+    assert said[-1].startswith("Sorry") and "connected" not in call.kinds() and "updated" in call.kinds()
+    recording_step_done(shared_service, call)
+    lines = call_lines(shared_service, call, "twilio_fallback")
+    assert [(line["reason"], line["via"]) for line in lines] == [("clone_refused_at_connect", "recording"),
+                                                                  ("register_failed", "recording")], lines
+    assert lines[1]["elevenlabs_code"] == "agent_not_found"
+    assert not call_lines(shared_service, call, "twilio_call_connected")
+
+
+def test_a_retry_prompt_whose_call_update_fails_leaves_the_caller_to_the_hold_without_a_clone(fake, twilio, shared_service):
+    telephony_agent(fake)
+    twilio.inject("POST", r".*/Calls/CA[0-9a-f]{32}\.json", status=500)
+    call = dial(twilio, shared_service, Caller(speech=[tone_wav(1.0), SAMPLE]))
+    said = [e.detail["text"] for e in call.events if e.kind == "say"]
+    assert not any("nog één keer" in text for text in said) and call.kinds().count("beep") == 1, said
+    assert connected_once(call)["voice_id"] == agent_voice(fake)
+    recording_step_done(shared_service, call)
+    [connected] = wait_until(lambda: call_lines(shared_service, call, "twilio_call_connected"), timeout=10, interval=0.05)
+    assert (connected["via"], connected["clone_used"]) == ("redirect", False)
+    [failed] = call_lines(shared_service, call, "twilio_call_update_failed")
+    assert failed["carried"] == "retry_prompt" and failed["error_code"]
+    assert not call_lines(shared_service, call, "twilio_sample_reprompt")
