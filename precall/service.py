@@ -27,7 +27,7 @@ from voiceclone.naming import caller_ref, clone_description, clone_labels, voice
 from voiceclone.pools import start_threads
 from voiceclone.sinks import EventSink
 
-from . import audio, quality, vad
+from . import audio, quality
 from .greeting import greeting, mask_name
 from .outcome import CloneOutcome
 from .payload import PrecallRequest
@@ -110,9 +110,9 @@ class PrecallService:
         # gunicorn forks its worker (`warm_up` starts them after); sized for hundreds of concurrent calls that mostly wait on I/O.
         self._pool = ThreadPoolExecutor(max_workers=512, thread_name_prefix="precall-side")
         if settings.measures_quality:
-            # Read here, before gunicorn forks its worker (the weights are plain arrays, shared after the
-            # fork), so the first sample does not wait for them.
-            vad.speech_detector.load()
+            # Here, before gunicorn forks its worker (the weights are plain arrays, shared after the fork),
+            # so the first sample does not wait for what every measure does once.
+            quality.warm_up()
 
     def warm_up(self) -> None:
         """Start the side threads now, in the background, in the process that serves (after
