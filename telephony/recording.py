@@ -38,9 +38,6 @@ from .twilio_client import CallDetails, TwilioClient, TwilioError
 REPROMPT_ERRORS: tuple[type[ServiceError], ...] = (SampleTooShort, InvalidAudio, SampleQualityTooLow)
 DELETE_SECONDS = 5.0
 CALL_NOT_IN_PROGRESS = 21220  # Twilio's answer to updating a call that has ended
-# Fallback reasons that decide nothing for the caller yet: the hold's redirect does, and its
-# `/twilio/connect` line says what they got (it may find a clone made here).
-LEFT_TO_THE_HOLD = frozenset({"out_of_time", "call_details_unavailable"})
 _log = get_logger("telephony")
 
 
@@ -69,7 +66,7 @@ class RecordingStep:
             return
         deadline = Deadline(recording_budget(arrived, form.recording_ended_at, self._settings.twilio_hold_seconds))
         if deadline.remaining() <= 0:
-            _fallback(call_sid, "out_of_time", step="arrival")  # the hold has (nearly) run out already
+            _left_to_the_hold(call_sid, "out_of_time", step="arrival")  # the hold has (nearly) run out already
             self._delete(form)
             return
         url = media_url(form.recording_url, form.recording_sid, self._settings.twilio_api_base_url,
@@ -111,7 +108,7 @@ class RecordingStep:
             self._connect(form, None, deadline, arrived)
             return
         except UpstreamTimeout:
-            _fallback(call_sid, "out_of_time", step="clone")
+            _left_to_the_hold(call_sid, "out_of_time", step="clone")
             return
         except ServiceError as failed:
             _fallback(call_sid, "sample_refused" if failed.http_status < 422 else "clone_failed", error_code=failed.code)
@@ -140,17 +137,17 @@ class RecordingStep:
         """Register the call with ElevenLabs and update the live call with its TwiML, if there is time;
         with none left the call is not touched (the hold's redirect connects it)."""
         if deadline.remaining() <= 0:
-            _fallback(form.call_sid, "out_of_time", step="connect")
+            _left_to_the_hold(form.call_sid, "out_of_time", step="connect")
             return
         if not form.from_number or not form.to_number:
             # Without the call's numbers register-call cannot be asked: the hold's redirect (which carries
             # them) connects the call, and finds a clone made here by the CallSid.
-            _fallback(form.call_sid, "call_details_unavailable", voice_id=clone.voice_id if clone else None)
+            _left_to_the_hold(form.call_sid, "call_details_unavailable", voice_id=clone.voice_id if clone else None)
             return
         connection = self._connector.connect(form, clone, deadline)
         if deadline.remaining() <= 0:
             # register-call used up the step's time: the call is not touched, the hold's redirect connects it.
-            _fallback(form.call_sid, "out_of_time", step="register", voice_id=clone.voice_id if clone else None)
+            _left_to_the_hold(form.call_sid, "out_of_time", step="register", voice_id=clone.voice_id if clone else None)
             return
         try:
             self._twilio.update_call(form.call_sid, connection.twiml, deadline)
@@ -185,9 +182,15 @@ class RecordingStep:
 
 
 def _fallback(call_sid: str, reason: str, **fields: object) -> None:
-    message = ("The recording step leaves the call to the hold's redirect" if reason in LEFT_TO_THE_HOLD
-               else "The call goes to the agent without the caller's voice")
-    log_event(_log, logging.WARNING, message, "twilio_fallback", call_sid=call_sid, reason=reason, **fields)
+    log_event(_log, logging.WARNING, "The call goes to the agent without the caller's voice", "twilio_fallback",
+              call_sid=call_sid, reason=reason, **fields)
+
+
+def _left_to_the_hold(call_sid: str, reason: str, **fields: object) -> None:
+    """Not a fallback: nothing is decided for the caller yet. The hold's redirect to `/twilio/connect`
+    connects the call (with the clone, if one was made here or elsewhere) and its line says what they got."""
+    log_event(_log, logging.WARNING, "The recording step leaves the call to the hold's redirect", "twilio_left_to_hold",
+              call_sid=call_sid, reason=reason, **fields)
 
 
 def _update_failed(call_sid: str, carried: str, error: Exception, **fields: object) -> None:

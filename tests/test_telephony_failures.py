@@ -36,6 +36,10 @@ def fallback_reasons(service) -> list[str]:
     return [line["reason"] for line in log_lines(service, "twilio_fallback")]
 
 
+def left_to_the_hold(service) -> list[str]:
+    return [line["reason"] for line in log_lines(service, "twilio_left_to_hold")]
+
+
 def test_an_absent_recording_connects_through_the_next_verb_without_a_clone(fake, twilio, shared_service):
     telephony_agent(fake)
     call = dial(twilio, shared_service, Caller(speech=[b""]))
@@ -114,7 +118,8 @@ def test_elevenlabs_stalling_past_the_hold_leaves_the_call_to_the_hold_which_con
     fake.inject("POST", "/v1/voices/add", status=503, delay=HOLD_SECONDS + 2)
     call = dial(twilio, shared_service)
     assert_connected_by_the_hold(call, fake)
-    assert wait_until(lambda: "out_of_time" in fallback_reasons(shared_service))
+    assert wait_until(lambda: "out_of_time" in left_to_the_hold(shared_service))
+    assert "out_of_time" not in fallback_reasons(shared_service)  # not a fallback: the hold decides
 
 
 def test_twilio_media_stalling_past_the_hold_leaves_the_call_to_the_hold(fake, twilio, shared_service):
@@ -135,8 +140,9 @@ def test_register_call_stalling_past_the_hold_still_connects_once(fake, twilio, 
     recording_step_done(shared_service, call)
     [connected] = wait_until(lambda: call_lines(shared_service, call, "twilio_call_connected"), timeout=10, interval=0.05)
     assert connected["via"] == "redirect"
-    # no apology claimed: register-call ran out of the step's time and left the call to the hold
-    assert [(line["reason"], line.get("step")) for line in call_lines(shared_service, call, "twilio_fallback")] == [
+    # no apology claimed, no fallback: register-call ran out of the step's time and left the call to the hold
+    assert call_lines(shared_service, call, "twilio_fallback") == []
+    assert [(line["reason"], line.get("step")) for line in call_lines(shared_service, call, "twilio_left_to_hold")] == [
         ("out_of_time", "register")]
 
 
@@ -210,7 +216,7 @@ def test_without_the_calls_numbers_the_clone_is_made_and_the_holds_redirect_conn
     [clone] = fake.cloned_voices()
     assert "updated" not in call.kinds()
     assert connected_once(call)["voice_id"] == clone["voice_id"]
-    assert wait_until(lambda: "call_details_unavailable" in fallback_reasons(shared_service))
+    assert wait_until(lambda: "call_details_unavailable" in left_to_the_hold(shared_service))
 
 
 def test_a_caller_who_hangs_up_on_hold_before_the_clone_is_ready_leaves_no_clone(fake, twilio, shared_service):
