@@ -191,14 +191,24 @@ class PrecallService:
             timings, "agent_update_ms", self._update_agent, request, clone.voice_id, first_message, deadline)
         check = clone.twin_check
         if check is not None and patching:
-            # The twin look-up ran beside the PATCH; only a call that lost the race PATCHes again.
-            settled = self._settled(request, clone, check, deadline, timings)
-            if settled is not clone:
-                self._remember(request, settled)
-                agent_updated = self._update_agent(request, settled.voice_id, first_message, deadline)
-                if settled.event is not None:
-                    self._pool.submit(self._sink.publish, settled.event)
-                clone = settled
+            # `patch` mode: the twin look-up ran beside the PATCH (listing voices is quicker than a PATCH), so a
+            # call that won the race waits for nothing more; one that lost PATCHes the agent again with the
+            # older clone, then deletes its own, and answers with the older.
+            twin = self._older_twin(check, deadline)
+            if twin is None:
+                self._log_success(request, clone, timings)
+            else:
+                repatched = self._timed(timings, "agent_repatch_ms", self._update_agent, request, twin.voice_id,
+                                        first_message, deadline)
+                # The agent may still name this call's clone if the second PATCH failed: then it stays
+                # until the call ends (its voice.created is out), rather than leave the agent on a deleted voice.
+                clone = self._yield_to(twin, request, check.made, deadline, timings,
+                                       delete_now=repatched or not agent_updated, found_by="lookup")
+                agent_updated = repatched
+                self._remember(request, clone)
+                if clone.event is not None:  # the answer waits for the kept clone's event, not the discarded one's
+                    published = self._pool.submit(self._timed, timings, "publish_ms", self._sink.publish, clone.event)
+                    publish_started = time.monotonic()
         elif check is not None:
             self._log_success(request, clone, timings)
             self._pool.submit(self._settle_behind, request, clone, check, deadline)
@@ -269,24 +279,30 @@ class PrecallService:
                 "verification before use, so it cannot be used for this call (the clone was discarded)")
         earlier = [c for c in self._wait_for(lookup, deadline) if c.voice_id != voice_id]
         made = added.taken_over or Clone(voice_id, name, conversation_id, request.agent_id, created_at.replace(microsecond=0))
-        if earlier:
-            return self._yield_to(min(earlier, key=_age_order), request, made, deadline, timings,
-                                  discard=added.taken_over is None, found_by="lookup")
+        own = None if added.taken_over is not None else made
+        if earlier:  # a clone listed before this one could be seen: an earlier request's (see `_older_twin`)
+            return self._yield_to(min(earlier, key=_age_order), request, own, deadline, timings, delete_now=True,
+                                  found_by="lookup")
         if added.taken_over is not None:
-            return self._yield_to(added.taken_over, request, made, deadline, timings, discard=False, found_by="add_probe")
-        # Look again after the add (see `_settled`), beside what the call does next.
+            return self._yield_to(added.taken_over, request, None, deadline, timings, delete_now=False, found_by="add_probe")
+        # Look again after the add (`_older_twin`), beside what the call does next.
         listing = self._pool.submit(self._timed, timings, "recheck_ms", self._existing_clones, conversation_id, deadline)
         return _Cloned(voice_id, name, reused=False, twin_check=_TwinCheck(made, listing),
                        event=events.voice_created(voice_id, name, conversation_id, request.agent_id, created_at))
 
-    def _yield_to(self, keep: Clone, request: PrecallRequest, made: Clone, deadline: Deadline, timings: dict[str, int],
-                  discard: bool, found_by: str) -> _Cloned:
+    def _yield_to(self, keep: Clone, request: PrecallRequest, own: Clone | None, deadline: Deadline,
+                  timings: dict[str, int], delete_now: bool, found_by: str) -> _Cloned:
         """Answer with another request's clone of the conversation (`found_by`: the look-up beside or after
-        the add, or the add's own idempotency probe). A clone this call made is deleted at once
-        (`discard`); one it took over from the add's probe is not its own to delete."""
-        created_at = made.created_at or self._now()
-        if discard:
-            self._discard(request, made.voice_id, made.name, created_at, deadline, "duplicate", keep.voice_id)
+        the add, or the add's own idempotency probe). `own` is the clone this call made, if any (one taken
+        over from the add's probe is not its own): deleted at once (`delete_now`), or, where the agent may
+        still name it, left to the lifecycle (its voice.created is out) and deleted with the call."""
+        if own is not None and delete_now:
+            self._discard(request, own.voice_id, own.name, own.created_at or self._now(), deadline, "duplicate",
+                          keep.voice_id)
+        elif own is not None:
+            log_event(_log, logging.WARNING, "A second clone of this conversation was made; it is deleted with the call",
+                      "voice_clone_duplicate", conversation_id=request.conversation_id, voice_id=own.voice_id,
+                      kept_voice_id=keep.voice_id, deleted=False)
         # Not `voice_clone_success`: that line is its maker's, so the log-based "clones made" counts each clone once.
         log_event(_log, logging.INFO, "Reusing an earlier clone of this conversation", "voice_clone_reused",
                   conversation_id=request.conversation_id, voice_id=keep.voice_id, clone_ms=timings["clone_ms"],
@@ -294,7 +310,7 @@ class PrecallService:
         # Its maker may have died before publishing (seen in the soak: a retry after a crash reused the
         # clone, and without a post-call webhook it waited for the TTL). One more event is harmless.
         return _Cloned(keep.voice_id, keep.name, reused=True, event=events.voice_created(
-            keep.voice_id, keep.name, request.conversation_id, request.agent_id, keep.created_at or created_at))
+            keep.voice_id, keep.name, request.conversation_id, request.agent_id, keep.created_at or self._now()))
 
     def _log_success(self, request: PrecallRequest, clone: _Cloned, timings: dict[str, int]) -> None:
         log_event(_log, logging.INFO, "Voice cloned successfully", "voice_clone_success",
@@ -313,30 +329,27 @@ class PrecallService:
         oldest = min(found.values(), key=_age_order)
         return None if oldest.voice_id == check.made.voice_id else oldest
 
-    def _settled(self, request: PrecallRequest, clone: _Cloned, check: _TwinCheck, deadline: Deadline,
-                 timings: dict[str, int]) -> _Cloned:
-        """`patch` mode: the clone the agent and the answer name, once the twin look-up is in. The look-up
-        ran beside the PATCH (listing voices is quicker than a PATCH), so a call that won the race waits
-        for nothing more; one that lost deletes its clone at once and answers with the older."""
-        twin = self._older_twin(check, deadline)
-        if twin is None:
-            self._log_success(request, clone, timings)
-            return clone
-        return self._yield_to(twin, request, check.made, deadline, timings, discard=True, found_by="lookup")
-
     def _settle_behind(self, request: PrecallRequest, clone: _Cloned, check: _TwinCheck, deadline: Deadline) -> None:
         """Without a PATCH (`override` mode, the telephony front) the answer does not wait for the twin
         look-up: it costs a listing's round trip, about a tenth of the caller's wait. Once it is in, a call
-        that lost the race points this instance's prepared clone at the older twin. Its own clone is not
-        deleted at once (the answer named it, and `/twilio/connect` may already have handed it to the
-        call): it is deleted with the call, as every clone is."""
-        twin = self._older_twin(check, deadline)
-        if twin is None:
-            return
-        self._remember(request, _Cloned(twin.voice_id, twin.name, reused=True, event=None))
-        log_event(_log, logging.WARNING, "A second clone of this conversation was made; it is deleted with the call",
-                  "voice_clone_duplicate", conversation_id=request.conversation_id, voice_id=clone.voice_id,
-                  kept_voice_id=twin.voice_id, deleted=False)
+        that lost the race points this instance's prepared clone at the older twin (`voice_clone_superseded`).
+        Its own clone is not deleted at once (the answer named it, and `/twilio/connect` may already have
+        handed it to the call): it is deleted with the call, as every clone is. Runs in the side pool, where
+        nobody reads its result: any failure is logged here."""
+        try:
+            twin = self._older_twin(check, deadline)
+            if twin is None:
+                return
+            log_event(_log, logging.WARNING, "An older clone of this conversation now stands for the call; this one is "
+                      "deleted with the call", "voice_clone_superseded", conversation_id=request.conversation_id,
+                      voice_id=clone.voice_id, kept_voice_id=twin.voice_id)
+            self._remember(request, _Cloned(twin.voice_id, twin.name, reused=True, event=None))
+            # Its maker may die before publishing; one more event is harmless.
+            self._sink.publish(events.voice_created(twin.voice_id, twin.name, request.conversation_id, request.agent_id,
+                                                    twin.created_at or self._now()))
+        except Exception as exc:  # noqa: BLE001 - a failed second look keeps this call's clone, which is answered already
+            log_event(_log, logging.ERROR, "The look for a twin clone after the add failed", "voice_twin_check_failed",
+                      conversation_id=request.conversation_id, voice_id=clone.voice_id, error_type=type(exc).__name__)
 
     @staticmethod
     def _wait_for(lookup: Future[list[Clone]], deadline: Deadline) -> list[Clone]:
@@ -382,7 +395,8 @@ class PrecallService:
                 return None
             if not found:
                 return None
-            clone = next((c for c in found if c.name == name), found[0])
+            # Else the oldest: the one every instance keeps (a newer one may be a twin being deleted).
+            clone = next((c for c in found if c.name == name), None) or min(found, key=_age_order)
             probed[clone.voice_id] = clone
             return clone.voice_id
 

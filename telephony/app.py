@@ -65,9 +65,12 @@ class TwilioApp:
         try:
             return self._route(path, form, base, attempt)
         except Exception as exc:  # noqa: BLE001 - the caller is connected whatever failed here
+            # Only at `/twilio/connect` is this the caller's outcome (the apology): a fallback. Elsewhere the
+            # call goes on to `/twilio/connect` (or has no caller waiting), whose own line says what they got.
+            fallback = path == "/twilio/connect"
             log_event(_log, logging.ERROR, f"Unexpected error in a Twilio webhook; {_AFTER_AN_ERROR.get(path, _CONNECTED)}",
-                      "twilio_fallback", call_sid=form.call_sid, reason="internal_error", path=path,
-                      error_type=type(exc).__name__)
+                      "twilio_fallback" if fallback else "internal_error", call_sid=form.call_sid,
+                      **({"reason": "internal_error"} if fallback else {}), path=path, error_type=type(exc).__name__)
             if path in ("/twilio/recording", "/twilio/status"):
                 return _empty()
             if path == "/twilio/connect":

@@ -9,7 +9,18 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.conftest import AGENT_ID, BOTH_MODES, InBackground, in_parallel, json_body, post_signed, seed_clone, wait_until
+from tests.conftest import (
+    AGENT_ID,
+    BOTH_MODES,
+    InBackground,
+    in_parallel,
+    json_body,
+    log_events,
+    post_signed,
+    seed_clone,
+    wait_until,
+)
+from voiceclone.clones import Clone
 
 pytestmark = pytest.mark.parametrize("fake_mode", BOTH_MODES)
 
@@ -152,8 +163,39 @@ def test_one_webhook_at_two_instances_leaves_one_clone_named_by_both_answers_and
     assert fake.agents[AGENT_ID]["conversation_config"]["tts"]["voice_id"] == left[0]
 
 
-def test_without_a_patch_the_twin_look_up_does_not_hold_the_answer_and_the_losing_instance_points_at_the_older(
+def test_a_twin_whose_second_patch_fails_keeps_its_clone_so_the_agent_never_names_a_deleted_voice(
         make_client, fake, audio_files):
+    """`patch` mode, one webhook at two instances at once: each PATCHes the agent with its own clone; the
+    one whose clone is newer PATCHes again with the older. Here the newer clone's PATCH lands last and
+    that second PATCH fails: the agent still names the newer clone, which must stay (deleted with the call)."""
+    fake.endpoint_latency = {("POST", "/v1/voices/add"): 1.0, ("GET", "/v2/voices"): 0.3}
+    holds = [threading.Event(), threading.Event()]
+    for hold in holds:  # the first two PATCHes, one each, held until released in a chosen order
+        fake.inject("PATCH", r"/v1/convai/agents/.*", until=hold)
+    body = json_body(audio_files["wav_pcm16"].read_bytes(), conversation_id="conv_twinfail")
+    instances = [make_client(), make_client()]
+    runner = InBackground(lambda: in_parallel(lambda i: post_signed(instances[i], "/webhook", body), range(2)))
+    try:
+        assert wait_until(lambda: len(fake.requests_to("PATCH", r"/v1/convai/agents/.*")) == 2, timeout=15)
+        assert wait_until(lambda: len(fake.requests_to("GET", "/v2/voices")) >= 4, timeout=15)  # both looked again
+        patched = [r.json["conversation_config"]["tts"]["voice_id"] for r in fake.requests_to("PATCH", r"/v1/convai/agents/.*")]
+        clones = [Clone.from_voice(v) for v in fake.cloned_voices() if v["voice_id"] in patched]
+        older, newer = sorted(clones, key=lambda c: (c.created_at, c.voice_id))
+        fake.inject("PATCH", r"/v1/convai/agents/.*", status=400)  # the newer clone's second PATCH
+        holds[patched.index(older.voice_id)].set()
+        assert wait_until(lambda: fake.agents[AGENT_ID]["conversation_config"]["tts"]["voice_id"] == older.voice_id, timeout=10)
+        holds[patched.index(newer.voice_id)].set()
+    finally:
+        for hold in holds:
+            hold.set()
+        runner.join()
+    assert len(fake.requests_to("PATCH", r"/v1/convai/agents/.*")) == 3
+    agent_voice = fake.agents[AGENT_ID]["conversation_config"]["tts"]["voice_id"]
+    assert agent_voice == newer.voice_id and agent_voice in fake.voices
+
+
+def test_without_a_patch_the_twin_look_up_does_not_hold_the_answer_and_the_losing_instance_points_at_the_older(
+        make_client, fake, audio_files, capsys):
     """`override` mode: the answer comes once the clone is made (the listing after the add is not waited
     for); a moment later the instance whose clone is newer answers `/conversation-init` with the
     older one. Its own clone is not deleted at once (it was answered), only with the call."""
@@ -176,7 +218,8 @@ def test_without_a_patch_the_twin_look_up_does_not_hold_the_answer_and_the_losin
     # Each answered with its own clone: neither waited for the listing after its add.
     made = sorted({answer["voice_id"] for answer in answers.values()})
     assert len(made) == 2 and len(fake.requests_to("POST", "/v1/voices/add")) == 2 and all(v in fake.voices for v in made)
-    older = min(made, key=lambda voice_id: (fake.voices[voice_id]["created_at_unix"], voice_id))
+    older, newer = (c.voice_id for c in sorted((Clone.from_voice(fake.voices[v]) for v in made),
+                                               key=lambda c: (c.created_at, c.voice_id)))
 
     def init_voice(instance) -> str:
         answer = instance.post("/conversation-init", headers={"Content-Type": "application/json", "X-Precall-Secret": "init-secret"},
@@ -186,6 +229,12 @@ def test_without_a_patch_the_twin_look_up_does_not_hold_the_answer_and_the_losin
 
     assert wait_until(lambda: all(init_voice(instance) == older for instance in instances), timeout=10)
     assert all(voice_id in fake.voices for voice_id in made)  # neither deleted before the call ends
+    captured = capsys.readouterr()
+    logs = captured.out + captured.err
+    # Each clone is logged as made once: the newer one is superseded, not a second "made" duplicate.
+    assert sorted(line["voice_id"] for line in log_events(logs, "voice_clone_success")) == made
+    assert [(line["voice_id"], line["kept_voice_id"]) for line in log_events(logs, "voice_clone_superseded")] == [(newer, older)]
+    assert log_events(logs, "voice_clone_duplicate") == []
 
 
 def test_a_reused_clone_whose_maker_died_before_publishing_is_still_deleted_after_the_call(client, fake, audio_files):
