@@ -307,10 +307,14 @@ class PrecallService:
         log_event(_log, logging.INFO, "Reusing an earlier clone of this conversation", "voice_clone_reused",
                   conversation_id=request.conversation_id, voice_id=keep.voice_id, clone_ms=timings["clone_ms"],
                   found_by=found_by)
-        # Its maker may have died before publishing (seen in the soak: a retry after a crash reused the
-        # clone, and without a post-call webhook it waited for the TTL). One more event is harmless.
-        return _Cloned(keep.voice_id, keep.name, reused=True, event=events.voice_created(
-            keep.voice_id, keep.name, request.conversation_id, request.agent_id, keep.created_at or self._now()))
+        return _Cloned(keep.voice_id, keep.name, reused=True, event=self._created_event(request, keep))
+
+    def _created_event(self, request: PrecallRequest, clone: Clone) -> dict[str, Any]:
+        """voice.created for another request's clone this call answers with. Its maker may have died before
+        publishing (seen in the soak: a retry after a crash reused the clone, and without a post-call
+        webhook it waited for the TTL); one more event is harmless."""
+        return events.voice_created(clone.voice_id, clone.name, request.conversation_id, request.agent_id,
+                                    clone.created_at or self._now())
 
     def _log_success(self, request: PrecallRequest, clone: _Cloned, timings: dict[str, int]) -> None:
         log_event(_log, logging.INFO, "Voice cloned successfully", "voice_clone_success",
@@ -344,9 +348,7 @@ class PrecallService:
                       "deleted with the call", "voice_clone_superseded", conversation_id=request.conversation_id,
                       voice_id=clone.voice_id, kept_voice_id=twin.voice_id)
             self._remember(request, _Cloned(twin.voice_id, twin.name, reused=True, event=None))
-            # Its maker may die before publishing; one more event is harmless.
-            self._sink.publish(events.voice_created(twin.voice_id, twin.name, request.conversation_id, request.agent_id,
-                                                    twin.created_at or self._now()))
+            self._sink.publish(self._created_event(request, twin))
         except Exception as exc:  # noqa: BLE001 - a failed second look keeps this call's clone, which is answered already
             log_event(_log, logging.ERROR, "The look for a twin clone after the add failed", "voice_twin_check_failed",
                       conversation_id=request.conversation_id, voice_id=clone.voice_id, error_type=type(exc).__name__)
